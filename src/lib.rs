@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod dest;
+pub mod flow;
+pub mod sched;
+pub mod time;
+
+pub use dest::{Dest, DestConfig, DestId, DestSet, ForwardMethod};
+pub use flow::{FlowKey, Protocol};
+pub use sched::{Pool, Scheduler, SchedulerKind};
+pub use time::Instant;

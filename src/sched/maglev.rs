@@ -1,0 +1,590 @@
+//! `maglev`: Maglev consistent hashing with Katran's table size, exact weights and a documented,
+//! stable hash. Not an IPVS scheduler; IPVS's own Maglev is [`Mh`](super::Mh).
+//!
+//! What users of Katran, Envoy and Cilium ask for (../shared/reference/peers.md §c–§d), kept here:
+//!
+//! - **Table size** M = 65537 by default (Katran's and Envoy's choice); any prime up to
+//!   [`MAX_TABLE_SIZE`] (655373) on request. More servers than slots is an error, never a
+//!   silent server with no slot.
+//! - **Weights that behave.** Each server with a non-zero weight gets a slot quota by the
+//!   largest-remainder method: `floor(M * w / W)` plus one for the largest remainders, so its
+//!   share of the table is within one slot of `M * w / W` (and at least one slot). Quotas are
+//!   claimed in Bresenham-interleaved rounds (a server with quota q claims in round
+//!   `ceil((k + 1) * Q / q) - 1` for its k-th slot, Q the largest quota), each claim taking the
+//!   next free slot of the server's own permutation, as in the Maglev paper.
+//! - **Order independence.** Servers are sorted by `(address, port)` before population, so the
+//!   table depends only on the set of servers and weights, never on the order they were added.
+//! - **Quiescing does not reshuffle.** Like `mh`, the table is built from each server's last
+//!   non-zero weight; a weight-0 or overloaded server's slots are unavailable at lookup. With the
+//!   fallback flag a flow whose slot is unavailable takes the next slot (`slot + 1, + 2, ...`)
+//!   with an available owner; without it, none.
+//! - **Stable hash** ("lvs maglev hash v1", pinned by test vectors; a change is a breaking
+//!   change). With `fold(a, b) = lo64(a * b) ^ hi64(a * b)` (128-bit product) and constants
+//!   `P0..P3` = the first four 64-bit words of the fraction of pi
+//!   (`0x243f6a8885a308d3, 0x13198a2e03707344, 0xa4093822299f31d0, 0x082efa98ec4e6c89`):
+//!   `h = seed; for each 16-byte block (x, y) of the input: h = fold(x ^ h ^ P0, y ^ P1)`;
+//!   finally `h = fold(h ^ P2, len ^ P3)`. A flow's input is, for IPv4,
+//!   `[src << 32 | dst, sport << 48 | dport << 32 | proto << 8 | 4]` and, for IPv6, the two
+//!   addresses as big-endian u64 pairs then `[sport << 48 | dport << 32 | proto << 8 | 6, 0]`;
+//!   [`MaglevKey`] zeroes the fields it leaves out. A server's input is its address (IPv4: one
+//!   block `[addr, port << 8 | 4]`; IPv6: `[hi, lo]`, `[port << 8 | 6, 0]`) hashed with seed
+//!   `OFFSET_SEED` for the offset and `SKIP_SEED` for the skip. Reductions to `0..n` use the
+//!   high half of `h * n`.
+
+use alloc::collections::BinaryHeap;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+use core::net::IpAddr;
+
+use crate::dest::{DestError, DestEvent, DestId, DestSet};
+use crate::flow::FlowKey;
+use crate::sched::{SchedError, SchedFlags, Scheduler};
+use crate::time::Instant;
+
+/// Default table size: 65537, Katran's and Envoy's.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// Largest table size accepted.
+pub const MAX_TABLE_SIZE: u32 = 655_373;
+
+const P0: u64 = 0x243f_6a88_85a3_08d3;
+const P1: u64 = 0x1319_8a2e_0370_7344;
+const P2: u64 = 0xa409_3822_299f_31d0;
+const P3: u64 = 0x082e_fa98_ec4e_6c89;
+/// Seed of the per-server offset hash.
+pub const OFFSET_SEED: u64 = 0x4f46_4653_4554_0001; // "OFFSET" + 1
+/// Seed of the per-server skip hash.
+pub const SKIP_SEED: u64 = 0x534b_4950_0000_0002; // "SKIP" + 2
+const EMPTY: u32 = u32::MAX;
+
+/// Which fields of a flow `maglev` hashes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MaglevKey {
+    /// Protocol, both addresses and both ports (the default).
+    #[default]
+    FiveTuple,
+    /// Client address and port only (Katran's default: the VIP has its own table).
+    SourceAddrPort,
+    /// Client address only: every connection of a client lands on one server, like `sh`.
+    SourceAddr,
+}
+
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let r = a as u128 * b as u128;
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// "lvs maglev hash v1" over 16-byte blocks (see the module docs).
+#[inline(always)]
+pub fn hash_blocks(blocks: &[(u64, u64)], seed: u64) -> u64 {
+    let mut h = seed;
+    for &(x, y) in blocks {
+        h = fold(x ^ h ^ P0, y ^ P1);
+    }
+    fold(h ^ P2, (blocks.len() as u64 * 16) ^ P3)
+}
+
+/// Reduces a hash to `0..n` with the high half of the product (Lemire).
+#[inline(always)]
+pub fn reduce(h: u64, n: u32) -> u32 {
+    ((h as u128 * n as u128) >> 64) as u32
+}
+
+fn v6_words(a: &core::net::Ipv6Addr) -> (u64, u64) {
+    let o = a.octets();
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&o[..8]);
+    lo.copy_from_slice(&o[8..]);
+    (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
+}
+
+/// The stable hash of a flow for `key`, with `seed` (0 by default).
+#[inline]
+pub fn flow_hash(flow: &FlowKey, key: MaglevKey, seed: u64) -> u64 {
+    let (dst, sport, dport, proto) = match key {
+        MaglevKey::FiveTuple => (Some(&flow.dst), flow.sport, flow.dport, flow.proto.number()),
+        MaglevKey::SourceAddrPort => (None, flow.sport, 0, 0),
+        MaglevKey::SourceAddr => (None, 0, 0, 0),
+    };
+    let tail = ((sport as u64) << 48) | ((dport as u64) << 32) | ((proto as u64) << 8);
+    match flow.src {
+        IpAddr::V4(s) => {
+            let d = match dst {
+                Some(IpAddr::V4(d)) => u32::from(*d),
+                Some(IpAddr::V6(d)) => super::hash::fold(&IpAddr::V6(*d)),
+                None => 0,
+            };
+            let a = ((u32::from(s) as u64) << 32) | d as u64;
+            hash_blocks(&[(a, tail | 4)], seed)
+        }
+        IpAddr::V6(s) => {
+            let (d_hi, d_lo) = match dst {
+                Some(IpAddr::V6(d)) => v6_words(d),
+                Some(IpAddr::V4(d)) => (0, u32::from(*d) as u64),
+                None => (0, 0),
+            };
+            let (s_hi, s_lo) = v6_words(&s);
+            hash_blocks(&[(s_hi, s_lo), (d_hi, d_lo), (tail | 6, 0)], seed)
+        }
+    }
+}
+
+fn server_hash(addr: &IpAddr, port: u16, seed: u64) -> u64 {
+    match addr {
+        IpAddr::V4(a) => hash_blocks(&[(u32::from(*a) as u64, ((port as u64) << 8) | 4)], seed),
+        IpAddr::V6(a) => {
+            let (hi, lo) = v6_words(a);
+            hash_blocks(&[(hi, lo), (((port as u64) << 8) | 6, 0)], seed)
+        }
+    }
+}
+
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u32;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+/// Checks a requested table size: a prime in `3..=655373`.
+pub fn check_table_size(m: u32) -> Result<u32, SchedError> {
+    if (3..=MAX_TABLE_SIZE).contains(&m) && is_prime(m) {
+        Ok(m)
+    } else {
+        Err(SchedError::InvalidTableSize(m))
+    }
+}
+
+/// Largest-remainder quotas summing to `m`, each positive weight getting at least one slot.
+/// `weights.len() <= m` is required.
+fn quotas(weights: &[u32], m: u32) -> Vec<u32> {
+    let total: u64 = weights.iter().map(|&w| w as u64).sum();
+    if total == 0 {
+        return vec![0; weights.len()];
+    }
+    let m64 = m as u64;
+    let mut q: Vec<u32> = weights
+        .iter()
+        .map(|&w| (m64 * w as u64 / total) as u32)
+        .collect();
+    let assigned: u64 = q.iter().map(|&x| x as u64).sum();
+    let mut by_remainder: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
+    // Largest remainder first; ties to the earlier server in sorted order.
+    by_remainder.sort_by_key(|&i| (Reverse(m64 * weights[i] as u64 % total), i));
+    for &i in by_remainder.iter().take((m64 - assigned) as usize) {
+        q[i] += 1;
+    }
+    // A positive weight always gets a slot: take it from the largest quota.
+    let zeros: Vec<usize> = (0..weights.len())
+        .filter(|&i| weights[i] > 0 && q[i] == 0)
+        .collect();
+    if !zeros.is_empty() {
+        let mut heap: BinaryHeap<(u32, Reverse<usize>)> = q
+            .iter()
+            .enumerate()
+            .filter(|&(_, &x)| x > 1)
+            .map(|(i, &x)| (x, Reverse(i)))
+            .collect();
+        for z in zeros {
+            if let Some((x, Reverse(i))) = heap.pop() {
+                q[i] = x - 1;
+                q[z] = 1;
+                if x - 1 > 1 {
+                    heap.push((x - 1, Reverse(i)));
+                }
+            }
+        }
+    }
+    q
+}
+
+/// An immutable `maglev` lookup table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    size: u32,
+    key: MaglevKey,
+    seed: u64,
+    /// Index into `ids`, or `EMPTY`.
+    slots: Vec<u32>,
+    ids: Vec<DestId>,
+    servers: Vec<(IpAddr, u16)>,
+    counts: Vec<u32>,
+}
+
+impl MaglevTable {
+    /// Builds the table of size `m` (a prime, see [`check_table_size`]) for the linked servers
+    /// of `dests`, from their last non-zero weights.
+    pub fn build(
+        dests: &DestSet,
+        m: u32,
+        key: MaglevKey,
+        seed: u64,
+    ) -> Result<MaglevTable, SchedError> {
+        let m = check_table_size(m)?;
+        if dests.len() > m as usize {
+            return Err(DestError::TooMany { limit: m as usize }.into());
+        }
+        let mut servers: Vec<(IpAddr, u16, u32, DestId)> = dests
+            .iter()
+            .map(|(id, d)| (d.addr(), d.port(), d.last_weight(), id))
+            .collect();
+        servers.sort_unstable_by_key(|s| (s.0, s.1));
+        let weights: Vec<u32> = servers.iter().map(|s| s.2).collect();
+        let q = quotas(&weights, m);
+        let mut slots = vec![EMPTY; m as usize];
+        let max_q = q.iter().copied().max().unwrap_or(0);
+        if max_q > 0 {
+            populate(&mut slots, &servers, &q, max_q);
+        }
+        Ok(MaglevTable {
+            size: m,
+            key,
+            seed,
+            slots,
+            ids: servers.iter().map(|s| s.3).collect(),
+            servers: servers.iter().map(|s| (s.0, s.1)).collect(),
+            counts: q,
+        })
+    }
+
+    /// The table size M.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Owner of each slot.
+    pub fn owners(&self) -> impl ExactSizeIterator<Item = Option<DestId>> + '_ {
+        self.slots
+            .iter()
+            .map(|&s| (s != EMPTY).then(|| self.ids[s as usize]))
+    }
+
+    /// Slots owned by each server, as `(address, port, slots)` sorted by address and port.
+    pub fn slot_counts(&self) -> impl Iterator<Item = (IpAddr, u16, u32)> + '_ {
+        self.servers
+            .iter()
+            .zip(&self.counts)
+            .map(|(&(a, p), &c)| (a, p, c))
+    }
+
+    /// A 64-bit digest of the table (size, key, seed and every slot's owner address and port):
+    /// equal on two directors iff they build the same table.
+    pub fn fingerprint(&self) -> u64 {
+        let server_h: Vec<u64> = self
+            .servers
+            .iter()
+            .map(|(a, p)| server_hash(a, *p, 0))
+            .collect();
+        let mut h = hash_blocks(&[(self.size as u64, self.seed ^ self.key as u64)], 0);
+        for chunk in self.slots.chunks(2) {
+            let w = |s: u32| if s == EMPTY { 0 } else { server_h[s as usize] };
+            let x = w(chunk[0]);
+            let y = chunk.get(1).map_or(0, |&s| w(s));
+            h = fold(x ^ h ^ P0, y ^ P1);
+        }
+        h
+    }
+
+    /// The slot of `flow`.
+    #[inline]
+    pub fn slot_of(&self, flow: &FlowKey) -> usize {
+        reduce(flow_hash(flow, self.key, self.seed), self.size) as usize
+    }
+
+    /// The server for `flow`; with `fallback`, the owner of the next slot that is available.
+    #[inline]
+    pub fn lookup(&self, dests: &DestSet, flow: &FlowKey, fallback: bool) -> Option<DestId> {
+        let usable = |s: u32| {
+            let id = self.ids[s as usize];
+            dests.get(id).is_some_and(|d| d.accepts_new()).then_some(id)
+        };
+        let first = self.slot_of(flow);
+        let s = self.slots[first];
+        if s == EMPTY {
+            return None;
+        }
+        if let Some(id) = usable(s) {
+            return Some(id);
+        }
+        if !fallback {
+            return None;
+        }
+        let n = self.slots.len();
+        (1..n).find_map(|k| usable(self.slots[(first + k) % n]))
+    }
+}
+
+/// Bresenham-interleaved rounds; each claim takes the next free slot of the server's permutation.
+fn populate(slots: &mut [u32], servers: &[(IpAddr, u16, u32, DestId)], q: &[u32], max_q: u32) {
+    let m = slots.len() as u32;
+    let mut taken = vec![0u64; slots.len().div_ceil(64)];
+    let mut perm: Vec<u32> = Vec::with_capacity(servers.len());
+    let mut skip: Vec<u32> = Vec::with_capacity(servers.len());
+    for s in servers {
+        perm.push(reduce(server_hash(&s.0, s.1, OFFSET_SEED), m));
+        skip.push(reduce(server_hash(&s.0, s.1, SKIP_SEED), m - 1) + 1);
+    }
+    // Calendar of rounds: intrusive singly linked lists of servers due in each round.
+    let mut head = vec![EMPTY; max_q as usize];
+    let mut next = vec![EMPTY; servers.len()];
+    let mut claimed = vec![0u32; servers.len()];
+    let round_of = |k: u32, qi: u32| -> u32 {
+        // ceil((k + 1) * Q / q) - 1
+        (((k as u64 + 1) * max_q as u64).div_ceil(qi as u64) - 1) as u32
+    };
+    for i in (0..servers.len()).rev() {
+        if q[i] > 0 {
+            let r = round_of(0, q[i]) as usize;
+            next[i] = head[r];
+            head[r] = i as u32;
+        }
+    }
+    for r in 0..max_q as usize {
+        let mut i = head[r];
+        while i != EMPTY {
+            let iu = i as usize;
+            let after = next[iu];
+            let mut c = perm[iu];
+            while taken[(c / 64) as usize] & (1 << (c % 64)) != 0 {
+                c += skip[iu];
+                if c >= m {
+                    c -= m;
+                }
+            }
+            perm[iu] = c;
+            taken[(c / 64) as usize] |= 1 << (c % 64);
+            slots[c as usize] = i;
+            claimed[iu] += 1;
+            if claimed[iu] < q[iu] {
+                let nr = round_of(claimed[iu], q[iu]) as usize;
+                next[iu] = head[nr];
+                head[nr] = i;
+            }
+            i = after;
+        }
+    }
+}
+
+/// Maglev scheduler (this crate's own, see the module docs).
+#[derive(Clone, Debug)]
+pub struct Maglev {
+    flags: SchedFlags,
+    table: Arc<MaglevTable>,
+}
+
+impl Maglev {
+    /// A `maglev` scheduler with table size `m` (a prime up to 655373), hashing `key`, with the
+    /// fallback flag from `flags`.
+    pub fn new(flags: SchedFlags, m: u32, key: MaglevKey) -> Result<Self, SchedError> {
+        Self::with_seed(flags, m, key, 0)
+    }
+
+    /// The same with a hash seed: directors that must agree need the same seed.
+    pub fn with_seed(
+        flags: SchedFlags,
+        m: u32,
+        key: MaglevKey,
+        seed: u64,
+    ) -> Result<Self, SchedError> {
+        let table = MaglevTable::build(&DestSet::new(), m, key, seed)?;
+        Ok(Maglev {
+            flags,
+            table: Arc::new(table),
+        })
+    }
+
+    /// The current table, shareable with other threads.
+    pub fn table(&self) -> &Arc<MaglevTable> {
+        &self.table
+    }
+
+    fn build(&self, dests: &DestSet) -> Result<MaglevTable, SchedError> {
+        MaglevTable::build(dests, self.table.size, self.table.key, self.table.seed)
+    }
+}
+
+impl Scheduler for Maglev {
+    fn name(&self) -> &'static str {
+        "maglev"
+    }
+
+    fn init(&mut self, dests: &DestSet) {
+        if let Ok(t) = self.build(dests) {
+            self.table = Arc::new(t);
+        }
+    }
+
+    fn update(&mut self, dests: &DestSet, event: DestEvent) {
+        if !matches!(event, DestEvent::Load(_)) {
+            self.init(dests);
+        }
+    }
+
+    #[inline]
+    fn schedule(&mut self, dests: &DestSet, flow: &FlowKey, _: Instant) -> Option<DestId> {
+        self.table
+            .lookup(dests, flow, self.flags.contains(SchedFlags::FALLBACK))
+    }
+
+    fn max_dests(&self) -> Option<usize> {
+        Some(self.table.size as usize)
+    }
+
+    fn table_for(&self, dests: &DestSet) -> Option<Vec<Option<DestId>>> {
+        self.build(dests).ok().map(|t| t.owners().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dest::DestConfig;
+    use crate::flow::Protocol;
+    use crate::sched::Pool;
+    use crate::sched::testutil::*;
+    use alloc::boxed::Box;
+
+    #[test]
+    fn hash_v1_is_pinned() {
+        // Changing these values changes every director's choices: a breaking change.
+        let f = FlowKey::new(
+            Protocol::Tcp,
+            "203.0.113.7".parse().unwrap(),
+            40000,
+            "10.0.0.1".parse().unwrap(),
+            80,
+        );
+        assert_eq!(
+            flow_hash(&f, MaglevKey::FiveTuple, 0),
+            0xcbec_5cbd_cc12_8f04
+        );
+        assert_eq!(
+            flow_hash(&f, MaglevKey::SourceAddr, 0),
+            0x4749_1d14_1c0c_74c9
+        );
+        let g = FlowKey::new(
+            Protocol::Udp,
+            "2001:db8::7".parse().unwrap(),
+            5353,
+            "2001:db8::1".parse().unwrap(),
+            53,
+        );
+        assert_eq!(
+            flow_hash(&g, MaglevKey::FiveTuple, 0),
+            0x9e3f_1821_70ef_9d1f
+        );
+        assert_eq!(
+            server_hash(&"192.168.1.1".parse().unwrap(), 80, OFFSET_SEED),
+            0xca64_e69b_b258_1958
+        );
+        assert_eq!(reduce(u64::MAX, 65537), 65536);
+        assert_eq!(reduce(0, 65537), 0);
+    }
+
+    #[test]
+    fn table_sizes_are_checked() {
+        assert!(check_table_size(65537).is_ok());
+        assert!(check_table_size(655_373).is_ok());
+        assert!(check_table_size(65536).is_err());
+        assert!(check_table_size(655_379).is_err()); // prime, but above the limit
+        assert!(check_table_size(1).is_err());
+        assert!(Maglev::new(SchedFlags::NONE, 100, MaglevKey::default()).is_err());
+    }
+
+    #[test]
+    fn quotas_are_largest_remainder_with_a_floor_of_one() {
+        assert_eq!(quotas(&[1, 1, 1], 7), vec![3, 2, 2]);
+        assert_eq!(quotas(&[1, 2, 0], 7), vec![2, 5, 0]);
+        assert_eq!(quotas(&[1, 65535], 11), vec![1, 10]);
+        assert_eq!(quotas(&[0, 0], 11), vec![0, 0]);
+        let q = quotas(&[3, 5, 7, 11], 65537);
+        assert_eq!(q.iter().sum::<u32>(), 65537);
+    }
+
+    #[test]
+    fn more_servers_than_slots_is_an_error() {
+        let mut p: Pool = Pool::new(Box::new(
+            Maglev::new(SchedFlags::NONE, 5, MaglevKey::default()).unwrap(),
+        ));
+        for n in 1..=5 {
+            p.add_dest(&DestConfig::new(ip(n), 80)).unwrap();
+        }
+        assert!(p.add_dest(&DestConfig::new(ip(6), 80)).is_err());
+        let t = MaglevTable::build(p.dests(), 5, MaglevKey::default(), 0).unwrap();
+        assert!(t.owners().all(|o| o.is_some()));
+        assert!(t.slot_counts().all(|(_, _, c)| c == 1));
+    }
+
+    #[test]
+    fn order_independent_and_fingerprinted() {
+        let a = typed_pool(
+            Maglev::new(SchedFlags::NONE, 1021, MaglevKey::default()).unwrap(),
+            &[(1, 1), (2, 2), (3, 3)],
+        );
+        let b = typed_pool(
+            Maglev::new(SchedFlags::NONE, 1021, MaglevKey::default()).unwrap(),
+            &[(3, 3), (1, 1), (2, 2)],
+        );
+        let owners = |p: &Pool<Maglev>| -> Vec<Option<(IpAddr, u16)>> {
+            p.scheduler()
+                .table()
+                .owners()
+                .map(|o| o.map(|id| (p.dests().get(id).unwrap().addr(), 80)))
+                .collect()
+        };
+        assert_eq!(owners(&a), owners(&b));
+        assert_eq!(
+            a.scheduler().table().fingerprint(),
+            b.scheduler().table().fingerprint()
+        );
+        let c = typed_pool(
+            Maglev::new(SchedFlags::NONE, 1021, MaglevKey::default()).unwrap(),
+            &[(3, 3), (1, 1), (2, 3)],
+        );
+        assert_ne!(
+            a.scheduler().table().fingerprint(),
+            c.scheduler().table().fingerprint()
+        );
+    }
+
+    #[test]
+    fn quiesced_slots_fall_back_to_the_next_available() {
+        let mut p = typed_pool(
+            Maglev::new(SchedFlags::FALLBACK, 1021, MaglevKey::default()).unwrap(),
+            &[(1, 1), (2, 1), (3, 1)],
+        );
+        let before = p.scheduler().table().clone();
+        let two = p.dests().find(ip(2), 80).unwrap();
+        let on_two: Vec<_> = (0..200u8)
+            .map(|i| flow([172, 16, 1, i], 1000))
+            .filter(|f| p.schedule(f, Instant::ZERO) == Some(two))
+            .collect();
+        assert!(!on_two.is_empty());
+        p.set_weight(two, 0).unwrap();
+        assert_eq!(**p.scheduler().table(), *before);
+        for f in &on_two {
+            let id = p.schedule(f, Instant::ZERO).unwrap();
+            assert_ne!(id, two);
+        }
+        let mut q = typed_pool(
+            Maglev::new(SchedFlags::NONE, 1021, MaglevKey::default()).unwrap(),
+            &[(1, 1), (2, 1), (3, 1)],
+        );
+        let two = q.dests().find(ip(2), 80).unwrap();
+        q.set_weight(two, 0).unwrap();
+        for f in &on_two {
+            assert_eq!(q.schedule(f, Instant::ZERO), None);
+        }
+    }
+}
