@@ -7,9 +7,11 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod config;
 pub mod dest;
 pub mod flow;
 pub mod sched;
+pub mod service;
 pub mod time;
 
 pub use dest::{Dest, DestConfig, DestId, DestSet, ForwardMethod};
