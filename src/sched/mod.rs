@@ -53,11 +53,13 @@ mod sh;
 mod twos;
 mod wrr;
 
+pub use lblc::DEFAULT_EXPIRATION as LOCALITY_DEFAULT_EXPIRATION;
 pub use lblc::{Lblc, Lblcr};
 pub use least::{Fo, Lc, Nq, Ovf, Sed, Wlc};
 pub use maglev::{Maglev, MaglevKey, MaglevTable};
-pub use mh::{Mh, MhTable, MhTableSize};
+pub use mh::{MH_PRIMES, Mh, MhPermutation, MhTable, MhTableSize};
 pub use rr::Rr;
+pub use sh::DEFAULT_BITS as SH_DEFAULT_BITS;
 pub use sh::{Dh, DhTable, Sh, ShTable};
 pub use twos::{RandomSource, SplitMix64, Twos};
 pub use wrr::Wrr;
