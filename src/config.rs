@@ -545,8 +545,10 @@ impl<'a> Parser<'a> {
         if let Some(v) = inline {
             return Ok(v);
         }
-        self.next()
-            .ok_or((at.col + at.text.len(), ConfigErrorKind::MissingValue(what)))
+        self.next().ok_or((
+            at.col + at.text.chars().count(),
+            ConfigErrorKind::MissingValue(what),
+        ))
     }
 
     fn command(&mut self) -> PResult<Command> {
