@@ -7,8 +7,8 @@
 //! - `table_build`: `mh` (M = 4093, the kernel default, and M = 65521, the largest kernel prime
 //!   below 65537) and `maglev` (M = 65537) table builds at N = 10, 100, 1000, against the
 //!   `maglev` crate 0.2.1 with capacity 65537.
-//! - `lookup`: `maglev` and `mh` (M = 4093) table lookups per flow at N = 100, 1000, against the
-//!   `maglev` crate's `get`.
+//! - `lookup`: `maglev` (with the availability check, and `maglev_owner` without it) and `mh`
+//!   (M = 4093) table lookups per flow at N = 100, 1000, against the `maglev` crate's `get`.
 //!
 //! Destinations are 10.0.x.y:80 with weights in 1..=100 derived from their index; flows come
 //! from a seeded xoshiro256++ (TCP, random client address and port, one of 256 virtual
@@ -234,6 +234,16 @@ fn bench_lookup(c: &mut Criterion) {
             b.iter(|| {
                 for f in next_batch(&flows, &mut cursor) {
                     black_box(table.lookup(dests, black_box(f), false));
+                }
+            })
+        });
+
+        // The stateless Katran-style lookup: slot owner only, no availability check.
+        let mut cursor = 0;
+        group.bench_function(BenchmarkId::new("maglev_owner", n), |b| {
+            b.iter(|| {
+                for f in next_batch(&flows, &mut cursor) {
+                    black_box(table.owner(black_box(f)));
                 }
             })
         });

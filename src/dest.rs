@@ -417,10 +417,19 @@ struct Slot {
     dest: Option<Dest>,
 }
 
+/// What the per-packet paths need of a slot, packed small: 8 bytes per destination, so the
+/// check of every hash lookup touches one cache line per eight servers.
+#[derive(Clone, Copy, Debug, Default)]
+struct Hot {
+    generation: u32,
+    accepts_new: bool,
+}
+
 /// The destinations of one service, in IPVS list order, with stable ids.
 #[derive(Clone, Debug, Default)]
 pub struct DestSet {
     slots: Vec<Slot>,
+    hot: Vec<Hot>,
     free: Vec<u32>,
     /// Linked ids, tail first: the IPVS list head is the *last* element, so inserting at the
     /// head is a push.
@@ -459,6 +468,28 @@ impl DestSet {
             return None;
         }
         slot.dest.as_ref()
+    }
+
+    /// Whether `id` is linked, has weight above 0 and is not overloaded: the test every
+    /// scheduler applies to a new connection, from a compact array kept beside the slots.
+    #[inline]
+    pub fn accepts_new(&self, id: DestId) -> bool {
+        match self.hot.get(id.index()) {
+            Some(h) => h.generation == id.generation && h.accepts_new,
+            None => false,
+        }
+    }
+
+    fn sync_hot(&mut self, index: usize) {
+        let slot = &self.slots[index];
+        let h = Hot {
+            generation: slot.generation,
+            accepts_new: slot.dest.as_ref().is_some_and(Dest::accepts_new),
+        };
+        if index >= self.hot.len() {
+            self.hot.resize(index + 1, Hot::default());
+        }
+        self.hot[index] = h;
     }
 
     /// The linked destination `addr:port`.
@@ -578,6 +609,7 @@ impl DestSet {
         };
         self.next_seq += 1;
         self.rev.push(id);
+        self.sync_hot(id.index());
         Ok((id, DestEvent::Added(id)))
     }
 
@@ -588,6 +620,7 @@ impl DestSet {
             .find(cfg.addr, cfg.port)
             .ok_or(DestError::NotFound(cfg.addr, cfg.port))?;
         self.dest_mut(id)?.apply(cfg, false);
+        self.sync_hot(id.index());
         Ok((id, DestEvent::Updated(id)))
     }
 
@@ -610,6 +643,7 @@ impl DestSet {
         if d.refs() == 0 {
             self.free_slot(id);
         }
+        self.sync_hot(id.index());
         Ok(DestEvent::Removed { id, prev })
     }
 
@@ -635,6 +669,7 @@ impl DestSet {
             }
         }
         d.check_overload_on_bind();
+        self.sync_hot(id.index());
         Ok(DestEvent::Load(id))
     }
 
@@ -653,6 +688,7 @@ impl DestSet {
         if !d.available && d.refs() == 0 {
             self.free_slot(id);
         }
+        self.sync_hot(id.index());
         Ok(DestEvent::Load(id))
     }
 
@@ -737,8 +773,10 @@ mod tests {
         assert_eq!(s.get(b).unwrap().weight(), 7);
         // An unreferenced removal frees the slot; the old id goes stale.
         let one = s.find(ip(1), 80).unwrap();
+        assert!(s.accepts_new(one));
         s.remove(ip(1), 80).unwrap();
         assert!(s.get(one).is_none());
+        assert!(!s.accepts_new(one));
         let (new_one, _) = s.add(&DestConfig::new(ip(9), 80)).unwrap();
         assert_eq!(new_one.index(), one.index());
         assert_ne!(new_one, one);

@@ -139,6 +139,13 @@ proptest! {
                     }
                     Op::Pick => {}
                 }
+                // The compact availability array agrees with the destinations themselves.
+                for s in 0..12u32 {
+                    if let Some(id) = pool.dests().find(addr(s), 80) {
+                        let d = pool.dests().get(id).unwrap();
+                        prop_assert_eq!(pool.dests().accepts_new(id), d.accepts_new());
+                    }
+                }
                 let want = naive(pool.dests());
                 let got = pool.schedule(&flow(1), Instant::ZERO);
                 prop_assert_eq!(got, want, "{} after {:?}", name, op);

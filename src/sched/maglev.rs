@@ -40,6 +40,7 @@ use core::net::IpAddr;
 
 use crate::dest::{DestError, DestEvent, DestId, DestSet};
 use crate::flow::FlowKey;
+use crate::sched::fill::Filler;
 use crate::sched::{SchedError, SchedFlags, Scheduler};
 use crate::time::Instant;
 
@@ -209,14 +210,54 @@ fn quotas(weights: &[u32], m: u32) -> Vec<u32> {
     q
 }
 
+/// Slot owners as indexes into the table's server list: 16 bits while there are fewer than
+/// 65535 servers, so a 65537-slot table is 128 KiB and lookups miss cache less.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slots {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl Slots {
+    fn from_wide(v: Vec<u32>, servers: usize) -> Slots {
+        if servers < u16::MAX as usize {
+            Slots::Narrow(
+                v.iter()
+                    .map(|&s| if s == EMPTY { u16::MAX } else { s as u16 })
+                    .collect(),
+            )
+        } else {
+            Slots::Wide(v)
+        }
+    }
+
+    /// Owner index of slot `i`, or `EMPTY`.
+    #[inline(always)]
+    fn get(&self, i: usize) -> u32 {
+        match self {
+            Slots::Narrow(v) => match v[i] {
+                u16::MAX => EMPTY,
+                s => s as u32,
+            },
+            Slots::Wide(v) => v[i],
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Slots::Narrow(v) => v.len(),
+            Slots::Wide(v) => v.len(),
+        }
+    }
+}
+
 /// An immutable `maglev` lookup table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaglevTable {
     size: u32,
     key: MaglevKey,
     seed: u64,
-    /// Index into `ids`, or `EMPTY`.
-    slots: Vec<u32>,
+    slots: Slots,
     ids: Vec<DestId>,
     servers: Vec<(IpAddr, u16)>,
     counts: Vec<u32>,
@@ -251,7 +292,7 @@ impl MaglevTable {
             size: m,
             key,
             seed,
-            slots,
+            slots: Slots::from_wide(slots, servers.len()),
             ids: servers.iter().map(|s| s.3).collect(),
             servers: servers.iter().map(|s| (s.0, s.1)).collect(),
             counts: q,
@@ -265,9 +306,15 @@ impl MaglevTable {
 
     /// Owner of each slot.
     pub fn owners(&self) -> impl ExactSizeIterator<Item = Option<DestId>> + '_ {
-        self.slots
-            .iter()
-            .map(|&s| (s != EMPTY).then(|| self.ids[s as usize]))
+        (0..self.slots.len()).map(|i| self.owner_of_slot(i))
+    }
+
+    #[inline(always)]
+    fn owner_of_slot(&self, i: usize) -> Option<DestId> {
+        match self.slots.get(i) {
+            EMPTY => None,
+            s => Some(self.ids[s as usize]),
+        }
     }
 
     /// Slots owned by each server, as `(address, port, slots)` sorted by address and port.
@@ -287,11 +334,14 @@ impl MaglevTable {
             .map(|(a, p)| server_hash(a, *p, 0))
             .collect();
         let mut h = hash_blocks(&[(self.size as u64, self.seed ^ self.key as u64)], 0);
-        for chunk in self.slots.chunks(2) {
-            let w = |s: u32| if s == EMPTY { 0 } else { server_h[s as usize] };
-            let x = w(chunk[0]);
-            let y = chunk.get(1).map_or(0, |&s| w(s));
-            h = fold(x ^ h ^ P0, y ^ P1);
+        let w = |i: usize| match self.slots.get(i) {
+            EMPTY => 0,
+            s => server_h[s as usize],
+        };
+        let n = self.slots.len();
+        for i in (0..n).step_by(2) {
+            let y = if i + 1 < n { w(i + 1) } else { 0 };
+            h = fold(w(i) ^ h ^ P0, y ^ P1);
         }
         h
     }
@@ -302,50 +352,59 @@ impl MaglevTable {
         reduce(flow_hash(flow, self.key, self.seed), self.size) as usize
     }
 
-    /// The server for `flow`; with `fallback`, the owner of the next slot that is available.
+    /// The owner of `flow`'s slot, whether or not it takes new connections: the stateless
+    /// Katran-style lookup, for callers that check availability themselves.
+    #[inline]
+    pub fn owner(&self, flow: &FlowKey) -> Option<DestId> {
+        self.owner_of_slot(self.slot_of(flow))
+    }
+
+    /// The server for `flow` if it takes new connections; with `fallback`, otherwise the owner
+    /// of the next slot (`+1, +2, ...`) that does.
     #[inline]
     pub fn lookup(&self, dests: &DestSet, flow: &FlowKey, fallback: bool) -> Option<DestId> {
-        let usable = |s: u32| {
-            let id = self.ids[s as usize];
-            dests.get(id).is_some_and(|d| d.accepts_new()).then_some(id)
-        };
         let first = self.slot_of(flow);
-        let s = self.slots[first];
-        if s == EMPTY {
-            return None;
-        }
-        if let Some(id) = usable(s) {
+        let id = self.owner_of_slot(first)?;
+        if dests.accepts_new(id) {
             return Some(id);
         }
         if !fallback {
             return None;
         }
         let n = self.slots.len();
-        (1..n).find_map(|k| usable(self.slots[(first + k) % n]))
+        (1..n)
+            .filter_map(|k| self.owner_of_slot((first + k) % n))
+            .find(|&id| dests.accepts_new(id))
     }
 }
 
 /// Bresenham-interleaved rounds; each claim takes the next free slot of the server's permutation.
 fn populate(slots: &mut [u32], servers: &[(IpAddr, u16, u32, DestId)], q: &[u32], max_q: u32) {
     let m = slots.len() as u32;
-    let mut taken = vec![0u64; slots.len().div_ceil(64)];
+    let mut filler = Filler::new(m);
     let mut perm: Vec<u32> = Vec::with_capacity(servers.len());
     let mut skip: Vec<u32> = Vec::with_capacity(servers.len());
     for s in servers {
         perm.push(reduce(server_hash(&s.0, s.1, OFFSET_SEED), m));
         skip.push(reduce(server_hash(&s.0, s.1, SKIP_SEED), m - 1) + 1);
     }
-    // Calendar of rounds: intrusive singly linked lists of servers due in each round.
+    // Calendar of rounds: intrusive singly linked lists of servers due in each round. A
+    // server with quota q claims its k-th slot in round r_k = floor(((k + 1) Q - 1) / q),
+    // stepped without division: r_{k+1} = r_k + Q / q, plus one when the remainder carries.
     let mut head = vec![EMPTY; max_q as usize];
     let mut next = vec![EMPTY; servers.len()];
-    let mut claimed = vec![0u32; servers.len()];
-    let round_of = |k: u32, qi: u32| -> u32 {
-        // ceil((k + 1) * Q / q) - 1
-        (((k as u64 + 1) * max_q as u64).div_ceil(qi as u64) - 1) as u32
-    };
+    let mut left = q.to_vec();
+    // (next round, remainder e with (k + 1) Q - 1 = q r + e, step Q / q, step remainder Q % q)
+    let mut cal: Vec<(u32, u32, u32, u32)> = q
+        .iter()
+        .map(|&qi| {
+            let qi = qi.max(1);
+            ((max_q - 1) / qi, (max_q - 1) % qi, max_q / qi, max_q % qi)
+        })
+        .collect();
     for i in (0..servers.len()).rev() {
         if q[i] > 0 {
-            let r = round_of(0, q[i]) as usize;
+            let r = cal[i].0 as usize;
             next[i] = head[r];
             head[r] = i as u32;
         }
@@ -355,19 +414,24 @@ fn populate(slots: &mut [u32], servers: &[(IpAddr, u16, u32, DestId)], q: &[u32]
         while i != EMPTY {
             let iu = i as usize;
             let after = next[iu];
-            let mut c = perm[iu];
-            while taken[(c / 64) as usize] & (1 << (c % 64)) != 0 {
-                c += skip[iu];
-                if c >= m {
-                    c -= m;
-                }
-            }
-            perm[iu] = c;
-            taken[(c / 64) as usize] |= 1 << (c % 64);
+            let c = filler.claim(perm[iu], skip[iu]);
             slots[c as usize] = i;
-            claimed[iu] += 1;
-            if claimed[iu] < q[iu] {
-                let nr = round_of(claimed[iu], q[iu]) as usize;
+            // `c` is taken from now on: the next claim may start one step further.
+            perm[iu] = if c + skip[iu] >= m {
+                c + skip[iu] - m
+            } else {
+                c + skip[iu]
+            };
+            left[iu] -= 1;
+            if left[iu] > 0 {
+                let (nr, e, step, step_rem) = &mut cal[iu];
+                *nr += *step;
+                *e += *step_rem;
+                if *e >= q[iu] {
+                    *e -= q[iu];
+                    *nr += 1;
+                }
+                let nr = *nr as usize;
                 next[iu] = head[nr];
                 head[nr] = i;
             }
@@ -586,5 +650,27 @@ mod tests {
         for f in &on_two {
             assert_eq!(q.schedule(f, Instant::ZERO), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod stability {
+    use super::*;
+    use crate::sched::testutil::typed_pool;
+
+    /// Table contents are part of the contract (several directors must agree, and upgrades
+    /// must not move flows): the fingerprint of a fixed configuration is pinned.
+    #[test]
+    fn table_fingerprint_is_pinned() {
+        let mut p = typed_pool(
+            Maglev::new(SchedFlags::NONE, DEFAULT_TABLE_SIZE, MaglevKey::default()).unwrap(),
+            &[],
+        );
+        for i in 0..200u32 {
+            let a = IpAddr::V4(core::net::Ipv4Addr::from(0x0a00_0001 + i));
+            p.add_dest(&crate::dest::DestConfig::new(a, 80).weight(1 + i * 37 % 100))
+                .unwrap();
+        }
+        assert_eq!(p.scheduler().table().fingerprint(), 0x369c_0167_c2f1_470c);
     }
 }

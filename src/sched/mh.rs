@@ -20,6 +20,7 @@ use core::net::IpAddr;
 
 use crate::dest::{DestEvent, DestId, DestSet};
 use crate::flow::FlowKey;
+use crate::sched::fill::Filler;
 use crate::sched::hash::{MH_HASH1, MH_HASH2, SipKey, fls, fold, gcd, hsiphash_u32};
 use crate::sched::sh::hashed_port;
 use crate::sched::{SchedError, SchedFlags, Scheduler};
@@ -200,11 +201,7 @@ impl MhTable {
         port: u16,
         fallback: bool,
     ) -> Option<DestId> {
-        let usable = |id: DestId| {
-            dests
-                .get(id)
-                .is_some_and(|d| d.weight() > 0 && !d.is_overloaded())
-        };
+        let usable = |id: DestId| dests.accepts_new(id);
         let m = self.size();
         let ihash = self.slot_of(addr, port);
         let id = self.owner(ihash)?;
@@ -230,7 +227,7 @@ impl MhTable {
 /// next free one along its permutation. `perm` stays on the last slot claimed, as the kernel's.
 fn populate(slots: &mut [u32], perms: &[MhPermutation]) {
     let m = slots.len() as u32;
-    let mut taken = vec![0u64; slots.len().div_ceil(64)];
+    let mut filler = Filler::new(m);
     let mut perm: Vec<u32> = perms.iter().map(|p| p.offset).collect();
     let mut n = 0u32;
     let mut dt_count = 0u32;
@@ -242,15 +239,14 @@ fn populate(slots: &mut [u32], perms: &[MhPermutation]) {
                 j += 1;
                 continue;
             }
-            let mut c = perm[j];
-            while taken[(c / 64) as usize] & (1 << (c % 64)) != 0 {
-                c += p.skip;
-                if c >= m {
-                    c -= m;
-                }
-            }
-            perm[j] = c;
-            taken[(c / 64) as usize] |= 1 << (c % 64);
+            let c = filler.claim(perm[j], p.skip);
+            // The kernel leaves `perm` on the slot just taken; starting one step on finds the
+            // same next free slot with one probe less.
+            perm[j] = if c + p.skip >= m {
+                c + p.skip - m
+            } else {
+                c + p.skip
+            };
             slots[c as usize] = j as u32;
             n += 1;
             if n == m {

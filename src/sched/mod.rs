@@ -43,6 +43,7 @@ use crate::flow::FlowKey;
 use crate::time::Instant;
 
 pub mod analysis;
+mod fill;
 pub mod hash;
 mod lblc;
 mod least;

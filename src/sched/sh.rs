@@ -91,11 +91,7 @@ impl ShTable {
         port: u16,
         fallback: bool,
     ) -> Option<DestId> {
-        let usable = |id: DestId| {
-            dests
-                .get(id)
-                .is_some_and(|d| d.weight() > 0 && !d.is_overloaded())
-        };
+        let usable = |id: DestId| dests.accepts_new(id);
         let first = self.bucket_of(addr, port, 0);
         let id = self.buckets[first]?;
         if usable(id) {
@@ -217,7 +213,7 @@ impl DhTable {
     #[inline]
     pub fn lookup(&self, dests: &DestSet, addr: &IpAddr) -> Option<DestId> {
         let id = self.buckets[Self::bucket_of(addr)]?;
-        dests.get(id).filter(|d| d.accepts_new()).map(|_| id)
+        dests.accepts_new(id).then_some(id)
     }
 }
 
