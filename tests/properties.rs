@@ -10,8 +10,8 @@ use lvs::dest::{ConnKind, DestConfig, DestId};
 use lvs::flow::{FlowKey, Protocol};
 use lvs::sched::analysis::{PlannedChange, plan_change};
 use lvs::sched::{
-    Maglev, MaglevKey, MaglevTable, Mh, MhTableSize, Pool, SchedConfig, SchedFlags, Scheduler,
-    SchedulerKind, by_name,
+    Maglev, MaglevKey, MaglevTable, Mh, MhTableSize, Pool, RandomSource, SchedConfig, SchedFlags,
+    Scheduler, SchedulerKind, SplitMix64, Twos, by_name,
 };
 use lvs::time::Instant;
 use proptest::prelude::*;
@@ -89,13 +89,26 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
-    /// lc, wlc, sed, nq, fo and ovf (O(log n) trees) pick exactly what IPVS's O(n) scan picks,
-    /// through any sequence of adds, removals, weight changes and connection accounting.
+    /// lc, wlc, sed, nq, fo and ovf (O(log n) trees) and twos (a Fenwick tree) pick exactly what
+    /// IPVS's O(n) scans pick, through any sequence of adds, removals, weight changes and
+    /// connection accounting (twos with the same random draws).
     #[test]
     fn least_family_matches_the_linear_scan(ops in prop::collection::vec(op(), 1..120)) {
-        for name in ["lc", "wlc", "sed", "nq", "fo", "ovf"] {
-            let mut pool = Pool::new(by_name(name, SchedFlags::NONE).unwrap());
-            let naive = common::naive::by_name(name);
+        for name in ["lc", "wlc", "sed", "nq", "fo", "ovf", "twos"] {
+            let seed = 0x5eed;
+            let mut pool = if name == "twos" {
+                Pool::new(Box::new(Twos::new(Box::new(SplitMix64::new(seed)))) as Box<dyn Scheduler>)
+            } else {
+                Pool::new(by_name(name, SchedFlags::NONE).unwrap())
+            };
+            let mut model_rng = SplitMix64::new(seed);
+            let mut naive = |d: &lvs::dest::DestSet| {
+                if name == "twos" {
+                    common::naive::twos(d, |bound| model_rng.below(bound))
+                } else {
+                    common::naive::by_name(name)(d)
+                }
+            };
             for op in &ops {
                 let find = |p: &Pool, s: u8| p.dests().find(addr(s as u32), 80);
                 match *op {

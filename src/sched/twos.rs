@@ -4,8 +4,15 @@
 //! (`r1, r2` uniform in `[0, total]`, then a walk subtracting weights), and the one with the
 //! lower `overhead / weight` wins; the first draw wins ties. Randomness comes from an injected
 //! [`RandomSource`], so runs are reproducible; the default is [`SplitMix64`] with a fixed seed.
+//!
+//! The kernel walks the list for both draws (O(n)); here the eligible weights sit in a Fenwick
+//! tree over list positions, so a draw is a prefix-sum search in O(log n) that lands on the same
+//! server the walk would: the first eligible one in list order whose running weight reaches
+//! the draw. Weight, overload and membership changes update the tree.
 
 use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::dest::{DestEvent, DestId, DestSet};
@@ -60,9 +67,78 @@ impl RandomSource for SplitMix64 {
     }
 }
 
+/// Prefix sums of eligible weights by list position.
+#[derive(Clone, Debug, Default)]
+struct Fenwick {
+    tree: Vec<u64>,
+    weights: Vec<u64>,
+}
+
+impl Fenwick {
+    /// Linear-time construction: each node adds itself into its parent once.
+    fn rebuild(&mut self, weights: Vec<u64>) {
+        let n = weights.len();
+        let mut tree = vec![0u64; n + 1];
+        for i in 1..=n {
+            tree[i] += weights[i - 1];
+            let parent = i + (i & i.wrapping_neg());
+            if parent <= n {
+                let v = tree[i];
+                tree[parent] += v;
+            }
+        }
+        self.tree = tree;
+        self.weights = weights;
+    }
+
+    fn set(&mut self, pos: usize, w: u64) {
+        let Some(old) = self.weights.get(pos).copied() else {
+            return;
+        };
+        self.weights[pos] = w;
+        let mut j = pos + 1;
+        while j < self.tree.len() {
+            self.tree[j] = self.tree[j] - old + w;
+            j += j & j.wrapping_neg();
+        }
+    }
+
+    fn total(&self) -> u64 {
+        let mut j = self.weights.len();
+        let mut sum = 0;
+        while j > 0 {
+            sum += self.tree[j];
+            j &= j - 1;
+        }
+        sum
+    }
+
+    /// The first position whose inclusive prefix sum reaches `target` (>= 1).
+    fn search(&self, target: u64) -> Option<usize> {
+        let n = self.weights.len();
+        let mut pos = 0;
+        let mut rest = target;
+        let mut step = if n == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        while step > 0 {
+            let next = pos + step;
+            if next <= n && self.tree[next] < rest {
+                pos = next;
+                rest -= self.tree[next];
+            }
+            step >>= 1;
+        }
+        (pos < n).then_some(pos)
+    }
+}
+
 /// Weighted power-of-two-choices scheduler.
 pub struct Twos {
     rng: Box<dyn RandomSource>,
+    sums: Fenwick,
 }
 
 impl fmt::Debug for Twos {
@@ -74,8 +150,18 @@ impl fmt::Debug for Twos {
 impl Twos {
     /// A scheduler drawing from `rng`.
     pub fn new(rng: Box<dyn RandomSource>) -> Self {
-        Twos { rng }
+        Twos {
+            rng,
+            sums: Fenwick::default(),
+        }
     }
+}
+
+fn eligible_weight(dests: &DestSet, id: DestId) -> u64 {
+    dests
+        .get(id)
+        .filter(|d| d.accepts_new())
+        .map_or(0, |d| d.weight() as u64)
 }
 
 impl Scheduler for Twos {
@@ -83,45 +169,42 @@ impl Scheduler for Twos {
         "twos"
     }
 
-    fn init(&mut self, _: &DestSet) {}
+    fn init(&mut self, dests: &DestSet) {
+        self.sums
+            .rebuild(dests.ids().map(|id| eligible_weight(dests, id)).collect());
+    }
 
-    fn update(&mut self, _: &DestSet, _: DestEvent) {}
+    fn update(&mut self, dests: &DestSet, event: DestEvent) {
+        match event {
+            DestEvent::Added(_) | DestEvent::Removed { .. } => self.init(dests),
+            DestEvent::Updated(id) | DestEvent::Load(id) => {
+                if let Some(pos) = dests.position(id) {
+                    self.sums.set(pos, eligible_weight(dests, id));
+                }
+            }
+        }
+    }
 
     fn schedule(&mut self, dests: &DestSet, _: &FlowKey, _: Instant) -> Option<DestId> {
-        let eligible = || dests.iter().filter(|(_, d)| d.accepts_new());
-        let total: u64 = eligible().map(|(_, d)| d.weight() as u64).sum();
+        let total = self.sums.total();
         if total == 0 {
             return None;
         }
         // Inclusive of `total`, as the kernel draws below total + 1. Weights are at most 65535
         // each, so a u32 total only overflows past 65537 servers; clamp rather than wrap.
         let bound = u32::try_from(total + 1).unwrap_or(u32::MAX);
-        let mut r1 = self.rng.below(bound) as i64;
-        let mut r2 = self.rng.below(bound) as i64;
-        let mut c1: Option<(DestId, u64, u64)> = None;
-        let mut c2: Option<(DestId, u64, u64)> = None;
-        for (id, d) in eligible() {
-            let w = d.weight() as i64;
-            r1 -= w;
-            r2 -= w;
-            if r1 <= 0 && c1.is_none() {
-                c1 = Some((id, d.weight() as u64, d.overhead()));
-            }
-            if r2 <= 0 && c2.is_none() {
-                c2 = Some((id, d.weight() as u64, d.overhead()));
-            }
-            if c1.is_some() && c2.is_some() {
-                break;
-            }
-        }
-        match (c1, c2) {
-            (Some((id1, w1, oh1)), Some((id2, w2, oh2))) => {
-                Some(if w2 * oh1 > w1 * oh2 { id2 } else { id1 })
-            }
-            (Some((id1, ..)), None) => Some(id1),
-            (None, Some((id2, ..))) => Some(id2),
-            (None, None) => None,
-        }
+        let r1 = self.rng.below(bound) as u64;
+        let r2 = self.rng.below(bound) as u64;
+        // The kernel's walk stops at the first eligible server whose running weight reaches r;
+        // a draw of 0 stops at the first eligible server, whose running weight is at least 1.
+        let pick = |r: u64| {
+            let id = dests.nth(self.sums.search(r.max(1))?)?;
+            let d = dests.get(id)?;
+            Some((id, d.weight() as u64, d.overhead()))
+        };
+        let (id1, w1, oh1) = pick(r1)?;
+        let (id2, w2, oh2) = pick(r2)?;
+        Some(if w2 * oh1 > w1 * oh2 { id2 } else { id1 })
     }
 }
 
@@ -131,7 +214,6 @@ mod tests {
     use crate::dest::{ConnKind, DestConfig};
     use crate::sched::Pool;
     use crate::sched::testutil::*;
-    use alloc::vec::Vec;
 
     fn scripted(values: Vec<u32>) -> Box<dyn RandomSource> {
         let mut it = values.into_iter().cycle();
@@ -170,6 +252,36 @@ mod tests {
 
     fn vec_of(v: &[u32]) -> Vec<u32> {
         v.to_vec()
+    }
+
+    #[test]
+    fn fenwick_search_is_the_kernel_walk() {
+        let weights: Vec<u64> = vec![0, 3, 0, 0, 1, 7, 0, 2, 5, 0];
+        let mut f = Fenwick::default();
+        f.rebuild(weights.clone());
+        let total: u64 = weights.iter().sum();
+        assert_eq!(f.total(), total);
+        for r in 0..=total {
+            // The kernel: walk eligible (w > 0) entries, subtract, stop at r <= 0.
+            let mut left = r as i64;
+            let walk = weights.iter().position(|&w| {
+                if w == 0 {
+                    return false;
+                }
+                left -= w as i64;
+                left <= 0
+            });
+            assert_eq!(f.search(r.max(1)), walk, "r={r}");
+        }
+        f.set(5, 0);
+        f.set(0, 4);
+        assert_eq!(f.total(), total - 7 + 4);
+        assert_eq!(f.search(1), Some(0));
+        assert_eq!(f.search(5), Some(1));
+        assert_eq!(f.search(8), Some(4));
+        assert_eq!(f.search(9), Some(7));
+        assert_eq!(f.search(10), Some(7));
+        assert_eq!(f.search(100), None);
     }
 
     #[test]

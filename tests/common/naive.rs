@@ -111,3 +111,32 @@ pub fn by_name(name: &str) -> fn(&DestSet) -> Option<DestId> {
         _ => panic!("no naive model for {name}"),
     }
 }
+
+/// `ip_vs_twos_schedule` with its two draws `r1, r2` in `[0, total]` already made: walk the
+/// eligible servers in list order subtracting weights; each draw stops where it reaches 0.
+pub fn twos(dests: &DestSet, mut draw: impl FnMut(u32) -> u32) -> Option<DestId> {
+    let eligible = || {
+        dests
+            .iter()
+            .filter(|(_, d)| !d.is_overloaded() && d.weight() > 0)
+    };
+    let total: u64 = eligible().map(|(_, d)| d.weight() as u64).sum();
+    if total == 0 {
+        return None;
+    }
+    let bound = u32::try_from(total + 1).unwrap_or(u32::MAX);
+    let (mut r1, mut r2) = (draw(bound) as i64, draw(bound) as i64);
+    let (mut c1, mut c2) = (None, None);
+    for (id, d) in eligible() {
+        r1 -= d.weight() as i64;
+        r2 -= d.weight() as i64;
+        if r1 <= 0 && c1.is_none() {
+            c1 = Some((id, d.weight() as u64, d.overhead()));
+        }
+        if r2 <= 0 && c2.is_none() {
+            c2 = Some((id, d.weight() as u64, d.overhead()));
+        }
+    }
+    let ((id1, w1, oh1), (id2, w2, oh2)) = (c1?, c2?);
+    Some(if w2 * oh1 > w1 * oh2 { id2 } else { id1 })
+}
