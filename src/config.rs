@@ -626,6 +626,33 @@ impl<'a> Parser<'a> {
                 canon,
                 "-A" | "-E" | "-D" | "-C" | "-a" | "-e" | "-d" | "--set"
             );
+            let takes_value = matches!(
+                canon,
+                "-t" | "-u"
+                    | "--sctp-service"
+                    | "-f"
+                    | "-s"
+                    | "-b"
+                    | "-p"
+                    | "-M"
+                    | "-r"
+                    | "--tun-type"
+                    | "--tun-port"
+                    | "-w"
+                    | "-x"
+                    | "-y"
+            );
+            if let Some(v) = inline
+                && !takes_value
+            {
+                return Err((
+                    v.col,
+                    ConfigErrorKind::BadValue {
+                        expected: "no value: this option takes none",
+                        found: v.text.to_string(),
+                    },
+                ));
+            }
             if is_command {
                 if cmd.is_some() {
                     return Err((
@@ -1143,6 +1170,24 @@ mod tests {
             err("-A -t 1.2.3.4:1 --bogus").1,
             ConfigErrorKind::UnknownOption(_)
         ));
+        // Options without a value refuse one rather than drop it (found by reading, after
+        // fuzzing: `--ipv6=false` used to turn IPv6 on).
+        assert_eq!(err("-A -f 1 --ipv6=false -p").0, 16);
+        for line in [
+            "-A -t 10.0.0.1:80 --ops=no",
+            "--set=5 1 2 3",
+            "--clear=all",
+            "-a -t 1.2.3.4:1 -r 1.1.1.1 --masquerading=x",
+        ] {
+            assert!(
+                matches!(err(line).1, ConfigErrorKind::BadValue { .. }),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            one("-A -t 10.0.0.1:80 --persistent=60").to_string(),
+            "-A -t 10.0.0.1:80 -s wlc -p 60"
+        );
         let e = parse("-A -t 10.0.0.1:80\n\n-a -t 10.0.0.1:80 -r x").unwrap_err();
         assert_eq!((e.line, e.column), (3, 22));
         assert_eq!(
