@@ -7,32 +7,28 @@
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr};
 
-/// The layer-4 protocols LVS balances or relates to connections.
+/// The layer-4 protocols LVS balances or relates to connections. The discriminant is the IANA
+/// protocol number, so [`Protocol::number`] is free on the per-packet path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum Protocol {
     /// TCP (IP protocol 6).
-    Tcp,
+    Tcp = 6,
     /// UDP (IP protocol 17).
-    Udp,
+    Udp = 17,
     /// SCTP (IP protocol 132).
-    Sctp,
+    Sctp = 132,
     /// ICMP for IPv4 (IP protocol 1). Never balanced by itself; errors follow connections.
-    Icmp,
+    Icmp = 1,
     /// ICMPv6 (IP protocol 58).
-    Icmpv6,
+    Icmpv6 = 58,
 }
 
 impl Protocol {
     /// The IANA protocol number.
     pub const fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-            Protocol::Icmp => 1,
-            Protocol::Icmpv6 => 58,
-        }
+        self as u8
     }
 
     /// The protocol with IANA number `n`, if LVS knows it.

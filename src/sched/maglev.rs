@@ -106,7 +106,7 @@ fn v6_words(a: &core::net::Ipv6Addr) -> (u64, u64) {
 }
 
 /// The stable hash of a flow for `key`, with `seed` (0 by default).
-#[inline]
+#[inline(always)]
 pub fn flow_hash(flow: &FlowKey, key: MaglevKey, seed: u64) -> u64 {
     let (dst, sport, dport, proto) = match key {
         MaglevKey::FiveTuple => (Some(&flow.dst), flow.sport, flow.dport, flow.proto.number()),
@@ -378,7 +378,7 @@ impl MaglevTable {
     }
 
     /// The slot of `flow`.
-    #[inline]
+    #[inline(always)]
     pub fn slot_of(&self, flow: &FlowKey) -> usize {
         reduce(flow_hash(flow, self.key, self.seed), self.size) as usize
     }
