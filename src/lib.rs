@@ -13,6 +13,7 @@ pub mod flow;
 pub mod sched;
 pub mod service;
 pub mod time;
+pub mod wire;
 
 pub use dest::{Dest, DestConfig, DestId, DestSet, ForwardMethod};
 pub use flow::{FlowKey, Protocol};

@@ -1,0 +1,276 @@
+//! Checksums: the Internet one's-complement checksum (RFC 1071), its incremental update
+//! (RFC 1624), pseudo-headers, and CRC32c for SCTP (RFC 4960 appendix B, RFC 3309).
+//!
+//! Values are the 16-bit numbers as they read big-endian from a header (write them back with
+//! `to_be_bytes`). Rewrites update checksums incrementally, so their cost does not depend on the
+//! payload length, a snaplen-truncated frame stays consistent, and a checksum that arrived wrong
+//! stays exactly as wrong (IPVS behaves so; a receiver still drops the packet).
+//!
+//! RFC 1624 equation 3, `HC' = ~(~HC + ~m + m')`, is used throughout: unlike equation 2 it never
+//! produces the negative zero 0xFFFF... except where the full recomputation would also
+//! (one's-complement arithmetic has two zeros; `0x0000` and `0xFFFF` compare equal as sums). UDP
+//! over IPv4 is special: a checksum field of 0 means "no checksum" and must not be updated, and a
+//! computed 0 is transmitted as 0xFFFF ([`udp_nonzero`]).
+
+/// Adds `data` as big-endian 16-bit words to a running sum; an odd last byte is padded with a
+/// zero byte (RFC 1071). The sum is kept in 64 bits so no carry is lost before [`fold`].
+#[inline]
+pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Four 16-bit words at once: add the two 32-bit halves, each a sum of two words.
+        acc += (w >> 32) + (w & 0xffff_ffff);
+    }
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
+    }
+    if let [b] = rest.remainder() {
+        acc += (*b as u64) << 8;
+    }
+    acc
+}
+
+/// Folds a running sum to 16 bits with end-around carry (the one's-complement sum).
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The Internet checksum of `data`: the complement of its one's-complement sum.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(0, data))
+}
+
+/// The IPv4 pseudo-header sum for TCP, UDP and ICMP-less protocols (RFC 793, RFC 768).
+#[inline]
+pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u64 {
+    sum(sum(0, &src), &dst) + proto as u64 + len as u64
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 §8.1); `dst` is the final destination when a routing
+/// header is present.
+#[inline]
+pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, len: u32) -> u64 {
+    sum(sum(0, src), dst) + next_header as u64 + (len >> 16) as u64 + (len & 0xffff) as u64
+}
+
+/// RFC 1624 equation 3: the checksum `hc` after the 16-bit word `old` became `new`.
+#[inline]
+pub fn update_word(hc: u16, old: u16, new: u16) -> u16 {
+    !fold(!hc as u64 + !old as u64 + new as u64)
+}
+
+/// RFC 1624 equation 3 for a field of several words (an address, a port pair): `old` and
+/// `new` must have the same, even, length.
+#[inline]
+pub fn update(hc: u16, old: &[u8], new: &[u8]) -> u16 {
+    debug_assert_eq!(old.len(), new.len());
+    debug_assert!(old.len() % 2 == 0);
+    // ~m for every word of old: sum of complements = (0xffff * words) - sum(old) in one's
+    // complement, i.e. add the complement of the folded old sum once.
+    !fold(!hc as u64 + !fold(sum(0, old)) as u64 + sum(0, new))
+}
+
+/// The same for a checksum field left *partial* by a transmit offload (Linux
+/// `CHECKSUM_PARTIAL`, `TP_STATUS_CSUMNOTREADY`): such a field holds the folded pseudo-header
+/// sum, not its complement, and only the pseudo-header part (addresses) may be updated.
+#[inline]
+pub fn update_partial(partial: u16, old: &[u8], new: &[u8]) -> u16 {
+    debug_assert_eq!(old.len(), new.len());
+    fold(partial as u64 + !fold(sum(0, old)) as u64 + sum(0, new))
+}
+
+/// A UDP checksum as transmitted: a computed 0 is sent as 0xFFFF, since 0 means "none"
+/// (RFC 768).
+#[inline]
+pub fn udp_nonzero(c: u16) -> u16 {
+    if c == 0 { 0xffff } else { c }
+}
+
+/// Whether `data` with its checksum field in place sums to the one's-complement zero.
+#[inline]
+pub fn verifies(initial: u64, data: &[u8]) -> bool {
+    fold(sum(initial, data)) == 0xffff
+}
+
+/// CRC32c (Castagnoli, reflected polynomial 0x82F63B78) table, built at compile time.
+const CRC32C_TABLE: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[0][i] = c;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 256 {
+        let mut s = 1;
+        while s < 8 {
+            let prev = t[s - 1][i];
+            t[s][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            s += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Continues a CRC32c over `data` (slicing-by-8). Start from `0`; the value is the finished CRC
+/// of everything fed so far (the initial and final inversions are applied inside).
+pub fn crc32c_update(crc: u32, data: &[u8]) -> u32 {
+    let t = &CRC32C_TABLE;
+    let mut c = !crc;
+    let mut chunks = data.chunks_exact(8);
+    for b in &mut chunks {
+        let lo = c ^ u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        c = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][b[4] as usize]
+            ^ t[2][b[5] as usize]
+            ^ t[1][b[6] as usize]
+            ^ t[0][b[7] as usize];
+    }
+    for &b in chunks.remainder() {
+        c = (c >> 8) ^ t[0][((c ^ b as u32) & 0xff) as usize];
+    }
+    !c
+}
+
+/// CRC32c of `data`, as SCTP computes it (the checksum field zeroed first by the caller). SCTP
+/// writes the result little-endian (`to_le_bytes`) into the common header.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c_update(0, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn rfc1071_example_and_etherparse_agree() {
+        // RFC 1071 §3: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
+        let d = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(0, &d)), 0xddf2);
+        assert_eq!(checksum(&d), !0xddf2);
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let theirs = etherparse::checksum::Sum16BitWords::new()
+                .add_slice(&data)
+                .ones_complement();
+            // etherparse keeps the sum in native byte order.
+            assert_eq!(
+                checksum(&data),
+                u16::from_be_bytes(theirs.to_ne_bytes()),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_header_checksum_of_a_real_header() {
+        // A captured IPv4 header (Wikipedia's example): checksum b861.
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert!(verifies(0, &h));
+        h[10] = 0;
+        h[11] = 0;
+        assert_eq!(checksum(&h), 0xb861);
+    }
+
+    #[test]
+    fn incremental_equals_full_including_the_zero_edges() {
+        // Exhaustive over every old/new value of one word in a small header, including the
+        // 0x0000 / 0xffff edges RFC 1624 is about.
+        let base = [0x12u8, 0x34, 0x00, 0x00, 0xab, 0xcd, 0xff, 0xff];
+        for old in (0..=0xffffu32).step_by(257).chain([0, 0xffff, 0xfffe, 1]) {
+            for new in [0u16, 1, 0x8000, 0xfffe, 0xffff, 0x1234] {
+                let mut d = base;
+                d[2..4].copy_from_slice(&(old as u16).to_be_bytes());
+                let hc = checksum(&d);
+                d[2..4].copy_from_slice(&new.to_be_bytes());
+                let full = checksum(&d);
+                let inc = update_word(hc, old as u16, new);
+                // One's complement has two zeros: both must verify the same way.
+                assert_eq!(fold(sum(inc as u64, &d)), fold(sum(full as u64, &d)));
+                assert_eq!(inc, full, "old {old:#x} new {new:#x}");
+                let inc2 = update(hc, &(old as u16).to_be_bytes(), &new.to_be_bytes());
+                assert_eq!(inc2, inc);
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_keeps_a_bad_checksum_exactly_as_bad() {
+        let mut d = vec![0u8; 20];
+        d[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let good = checksum(&d);
+        let bad = good.wrapping_add(7);
+        let new_addr = [192, 168, 1, 9];
+        let updated = update(bad, &d[..4], &new_addr);
+        d[..4].copy_from_slice(&new_addr);
+        let correct = checksum(&d);
+        assert_ne!(updated, correct);
+        assert_eq!(updated, correct.wrapping_add(7));
+    }
+
+    #[test]
+    fn partial_checksums_follow_the_pseudo_header() {
+        let (src, dst, new_dst) = ([10, 0, 0, 1], [10, 0, 0, 2], [192, 168, 7, 9]);
+        let partial = fold(pseudo_header_v4(src, dst, 6, 40));
+        let updated = update_partial(partial, &dst, &new_dst);
+        assert_eq!(updated, fold(pseudo_header_v4(src, new_dst, 6, 40)));
+        let s6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let mut d6 = s6;
+        d6[15] = 2;
+        let psum = pseudo_header_v6(&s6, &d6, 17, 70_000);
+        assert_eq!(
+            fold(psum),
+            fold(sum(sum(0, &s6), &d6) + 17 + 1 + (70_000 - 65_536))
+        );
+    }
+
+    #[test]
+    fn udp_zero_becomes_ffff() {
+        assert_eq!(udp_nonzero(0), 0xffff);
+        assert_eq!(udp_nonzero(0x1234), 0x1234);
+    }
+
+    #[test]
+    fn crc32c_rfc3720_vectors() {
+        // RFC 3720 appendix B.4.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(&[0xffu8; 32]), 0x62a8_ab43);
+        let inc: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&inc), 0x46dd_794e);
+        let dec: Vec<u8> = (0..32).rev().collect();
+        assert_eq!(crc32c(&dec), 0x113f_db5c);
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        // Incremental over arbitrary splits.
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 7) as u8).collect();
+        for split in [0, 1, 7, 8, 9, 50, 100] {
+            let (a, b) = data.split_at(split);
+            assert_eq!(crc32c_update(crc32c(a), b), crc32c(&data));
+        }
+    }
+}
