@@ -71,7 +71,7 @@ pub fn update_word(hc: u16, old: u16, new: u16) -> u16 {
 #[inline]
 pub fn update(hc: u16, old: &[u8], new: &[u8]) -> u16 {
     debug_assert_eq!(old.len(), new.len());
-    debug_assert!(old.len() % 2 == 0);
+    debug_assert!(old.len().is_multiple_of(2));
     // ~m for every word of old: sum of complements = (0xffff * words) - sum(old) in one's
     // complement, i.e. add the complement of the folded old sum once.
     !fold(!hc as u64 + !fold(sum(0, old)) as u64 + sum(0, new))
