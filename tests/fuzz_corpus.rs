@@ -1,6 +1,8 @@
 //! Replays every committed fuzz corpus and crash input through its harness, on stable, as part
 //! of `cargo test` (no libFuzzer, no C++ compiler needed).
 
+#[path = "fuzz_harness/classify.rs"]
+mod classify;
 #[path = "fuzz_harness/rules.rs"]
 mod rules;
 
@@ -29,4 +31,10 @@ fn replay(target: &str, harness: fn(&[u8])) -> usize {
 fn rules_corpus() {
     let n = replay("rules", rules::rules);
     assert!(n >= 10, "only {n} corpus inputs for rules");
+}
+
+#[test]
+fn classify_corpus() {
+    let n = replay("classify", classify::classify_any);
+    assert!(n >= 10, "only {n} corpus inputs for classify");
 }

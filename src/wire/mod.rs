@@ -1,7 +1,13 @@
 //! The bottom layer: bytes on the wire.
 //!
-//! [`checksum`]: the Internet checksum (RFC 1071), its incremental update (RFC 1624) and
-//! CRC32c for SCTP (RFC 4960 appendix B). The frame classifier and the typed header views arrive
-//! with the packet rewrites.
+//! - [`checksum`]: the Internet checksum (RFC 1071), its incremental update (RFC 1624) and
+//!   CRC32c for SCTP (RFC 4960 appendix B).
+//! - [`packet`]: [`classify`] parses a frame once into a `Copy` [`Layout`] that rewrites use
+//!   without parsing again.
 
 pub mod checksum;
+pub mod packet;
+
+pub use packet::{
+    Classified, ClassifyOptions, Fragment, Layout, LinkType, ParseError, ParseErrorKind, classify,
+};
