@@ -80,6 +80,23 @@ fn client(saddr: &Value, port: u16) -> FlowKey {
     FlowKey::new(Protocol::Tcp, src, port, dst, 80)
 }
 
+/// The port `sh`/`mh` hash with these flags.
+fn hashed_port(f: &FlowKey, flags: SchedFlags) -> u16 {
+    if flags.contains(SchedFlags::PORT) {
+        f.sport
+    } else {
+        0
+    }
+}
+
+/// The oracle's answer for a lookup under these flags.
+fn expected(l: &Value, flags: SchedFlags) -> &Value {
+    match l.get("fallback_dest_index") {
+        Some(w) if flags.contains(SchedFlags::FALLBACK) => w,
+        _ => &l["dest_index"],
+    }
+}
+
 #[test]
 fn siphash13() {
     let v = vectors();
@@ -138,22 +155,11 @@ fn sh_tables_and_lookups() {
             assert_eq!(&Value::from(table), &case["table"], "{name}");
             for l in lookups {
                 let f = client(&l["saddr"], u(&l["port"]) as u16);
-                let port = if flags.contains(SchedFlags::PORT) {
-                    f.sport
-                } else {
-                    0
-                };
+                let port = hashed_port(&f, flags);
                 let bucket = p.scheduler().table().bucket_of(&f.src, port, 0);
                 assert_eq!(bucket as u64, u(&l["bucket"]), "{name} {l}");
                 let got = index_of(&ids, p.schedule(&f, Instant::ZERO));
-                let want = if flags.contains(SchedFlags::FALLBACK) {
-                    match l.get("fallback_dest_index") {
-                        Some(w) => w,
-                        None => &l["dest_index"],
-                    }
-                } else {
-                    &l["dest_index"]
-                };
+                let want = expected(l, flags);
                 assert_eq!(&got, want, "{name} {key} {flags:?} {l}");
             }
         }
@@ -196,25 +202,14 @@ fn mh_tables_and_lookups() {
             };
             for l in lookups {
                 let f = client(&l["saddr"], u(&l["port"]) as u16);
-                let port = if flags.contains(SchedFlags::PORT) {
-                    f.sport
-                } else {
-                    0
-                };
+                let port = hashed_port(&f, flags);
                 assert_eq!(
                     table.slot_of(&f.src, port) as u64,
                     u(&l["slot"]),
                     "{name} {l}"
                 );
                 let got = index_of(&ids, p.schedule(&f, Instant::ZERO));
-                let want = if flags.contains(SchedFlags::FALLBACK) {
-                    match l.get("fallback_dest_index") {
-                        Some(w) => w,
-                        None => &l["dest_index"],
-                    }
-                } else {
-                    &l["dest_index"]
-                };
+                let want = expected(l, flags);
                 assert_eq!(&got, want, "{name} {key} {flags:?} {l}");
                 checked += 1;
             }
