@@ -411,6 +411,16 @@ pub enum DestEvent {
     Load(DestId),
 }
 
+impl DestEvent {
+    /// The destination the event is about.
+    pub fn id(&self) -> DestId {
+        match *self {
+            DestEvent::Added(id) | DestEvent::Updated(id) | DestEvent::Load(id) => id,
+            DestEvent::Removed { id, .. } => id,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Slot {
     generation: u32,

@@ -342,5 +342,4 @@ fn maglev_tables_are_send_and_sync_and_shared() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(picks[0], picks[1]);
-    let _ = p.scheduler().name();
 }

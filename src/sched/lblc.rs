@@ -154,10 +154,7 @@ impl Load {
 
     fn update(&mut self, dests: &DestSet, event: DestEvent) {
         self.wlc.update(dests, event);
-        let id = match event {
-            DestEvent::Added(id) | DestEvent::Updated(id) | DestEvent::Load(id) => id,
-            DestEvent::Removed { id, .. } => id,
-        };
+        let id = event.id();
         if id.index() >= self.below_half.len() {
             self.below_half
                 .resize(dests.slot_count().max(id.index() + 1), false);

@@ -169,12 +169,8 @@ impl Tournament {
     }
 
     pub(crate) fn update(&mut self, dests: &DestSet, event: DestEvent) {
-        match event {
-            DestEvent::Added(id) | DestEvent::Updated(id) | DestEvent::Load(id) => {
-                self.refresh(dests, id)
-            }
-            DestEvent::Removed { id, .. } => self.refresh(dests, id),
-        }
+        // Every event re-reads the destination; a removed one reads as gone.
+        self.refresh(dests, event.id());
     }
 
     #[inline]

@@ -158,10 +158,10 @@ impl Twos {
 }
 
 fn eligible_weight(dests: &DestSet, id: DestId) -> u64 {
-    dests
-        .get(id)
-        .filter(|d| d.accepts_new())
-        .map_or(0, |d| d.weight() as u64)
+    match dests.get(id) {
+        Some(d) if dests.accepts_new(id) => d.weight() as u64,
+        _ => 0,
+    }
 }
 
 impl Scheduler for Twos {

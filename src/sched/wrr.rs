@@ -205,7 +205,12 @@ mod tests {
         let one = p.dests().find(ip(1), 80).unwrap();
         p.unbind(one, ConnKind::Inactive).unwrap();
         assert_eq!(picks(&mut p, 3), "111");
-        // Overloaded destinations are skipped mid-walk too.
-        assert_eq!(p.scheduler().name(), "wrr");
+        // With both back, the 2:1 weights show again over any ten cycles.
+        let two = p.dests().find(ip(2), 80).unwrap();
+        p.unbind(two, ConnKind::Inactive).unwrap();
+        let s = picks(&mut p, 30);
+        let ones = s.chars().filter(|&c| c == '1').count();
+        assert!((19..=21).contains(&ones), "{s}");
+        assert_eq!(s.chars().filter(|&c| c == '2').count(), 30 - ones);
     }
 }
