@@ -98,6 +98,11 @@ impl FlowKey {
         }
     }
 
+    /// The same flow seen from the other end: addresses and ports swapped.
+    pub const fn reversed(&self) -> Self {
+        FlowKey::new(self.proto, self.dst, self.dport, self.src, self.sport)
+    }
+
     /// Whether both addresses are IPv6.
     pub const fn is_ipv6(&self) -> bool {
         matches!(self.src, IpAddr::V6(_))

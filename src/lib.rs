@@ -10,6 +10,7 @@ extern crate std;
 pub mod config;
 pub mod dest;
 pub mod flow;
+pub mod rewrite;
 pub mod sched;
 pub mod service;
 pub mod time;

@@ -159,11 +159,102 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc32c_update(0, data)
 }
 
+/// `a · b mod P` over GF(2) in CRC32c's reflected bit order (bit 31 is x^0).
+const fn crc32c_mul(a: u32, b: u32) -> u32 {
+    let mut a = a;
+    let mut b = b;
+    let mut p = 0u32;
+    let mut i = 0;
+    while i < 32 {
+        if a & 0x8000_0000 != 0 {
+            p ^= b;
+        }
+        a <<= 1;
+        // b · x: one step right in reflected order, reduced by the polynomial.
+        b = if b & 1 != 0 {
+            (b >> 1) ^ 0x82F6_3B78
+        } else {
+            b >> 1
+        };
+        i += 1;
+    }
+    p
+}
+
+/// `x^(8·2^k) mod P` for k = 0..64: advancing a CRC register over 2^k zero bytes.
+const CRC32C_ZEROS: [u32; 64] = {
+    let mut t = [0u32; 64];
+    // x^8 in reflected order.
+    t[0] = 0x8000_0000 >> 8;
+    let mut k = 1;
+    while k < 64 {
+        t[k] = crc32c_mul(t[k - 1], t[k - 1]);
+        k += 1;
+    }
+    t
+};
+
+/// The CRC32c of a message after the bytes `old` became `new` in it, with `after` bytes of the
+/// message following the changed field, without reading the rest of the message.
+///
+/// A CRC is affine over GF(2): `crc(M ⊕ D) = crc(M) ⊕ crc₀(D)`, where `crc₀` has no initial or
+/// final inversion and the leading zero bytes of `D` contribute nothing. `crc₀(D)` is the raw
+/// CRC of `old ⊕ new`, advanced over `after` zero bytes by multiplying with `x^(8·after)` in
+/// O(log after). So, like the RFC 1624 update of the Internet checksum, a wrong CRC stays
+/// exactly as wrong and a snaplen-cut frame is updated correctly.
+pub fn crc32c_patch(crc: u32, old: &[u8], new: &[u8], after: usize) -> u32 {
+    debug_assert_eq!(old.len(), new.len());
+    let t = &CRC32C_TABLE[0];
+    let mut raw = 0u32;
+    for (o, n) in old.iter().zip(new) {
+        raw = (raw >> 8) ^ t[((raw ^ (o ^ n) as u32) & 0xff) as usize];
+    }
+    let mut n = after as u64;
+    let mut k = 0;
+    while n != 0 && raw != 0 {
+        if n & 1 != 0 {
+            raw = crc32c_mul(raw, CRC32C_ZEROS[k]);
+        }
+        n >>= 1;
+        k += 1;
+    }
+    crc ^ raw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec;
     use alloc::vec::Vec;
+
+    #[test]
+    fn crc32c_patch_matches_recomputation() {
+        let mut data: Vec<u8> = (0..3000u32).map(|i| (i * 131 + 7) as u8).collect();
+        for (at, len) in [
+            (0usize, 4usize),
+            (0, 2),
+            (2, 2),
+            (10, 6),
+            (100, 16),
+            (2990, 10),
+        ] {
+            for total in [at + len, at + len + 1, at + len + 77, 3000] {
+                let total = total.min(3000);
+                let before = crc32c(&data[..total]);
+                let old = data[at..at + len].to_vec();
+                for b in &mut data[at..at + len] {
+                    *b = b.wrapping_mul(29).wrapping_add(3);
+                }
+                let after = total - at - len;
+                let patched = crc32c_patch(before, &old, &data[at..at + len], after);
+                assert_eq!(
+                    patched,
+                    crc32c(&data[..total]),
+                    "at {at} len {len} total {total}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn rfc1071_example_and_etherparse_agree() {

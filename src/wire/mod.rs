@@ -9,5 +9,6 @@ pub mod checksum;
 pub mod packet;
 
 pub use packet::{
-    Classified, ClassifyOptions, Fragment, Layout, LinkType, ParseError, ParseErrorKind, classify,
+    Classified, ClassifyOptions, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Fragment, Layout, LinkType,
+    ParseError, ParseErrorKind, Quote, Tunnel, classify, parse_quote,
 };

@@ -433,6 +433,61 @@ fn parse_ipv6(buf: &[u8], l3: usize) -> Result<IpInfo, ParseError> {
     })
 }
 
+/// The packet quoted inside an ICMP error: an IP header, whole, and whatever part of the
+/// layer-4 header follows (RFC 792 promises 8 bytes; RFC 1812 and RFC 4443 routers send more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quote {
+    /// IP version of the quoted packet.
+    pub ip_version: u8,
+    /// Offset of the quoted IP header in the buffer.
+    pub l3_offset: u16,
+    /// Offset of the quoted layer-4 header.
+    pub l4_offset: u16,
+    /// Protocol number after extension headers.
+    pub l4_proto: u8,
+    /// Fragment status of the quoted packet.
+    pub fragment: Fragment,
+    /// Source address as quoted.
+    pub src: IpAddr,
+    /// Destination address as quoted.
+    pub dst: IpAddr,
+    /// Source and destination ports, when the protocol has ports, the quoted packet is not a
+    /// later fragment, and the quote reaches that far.
+    pub ports: Option<(u16, u16)>,
+}
+
+/// Parses the packet quoted at `offset` of `buf` (an ICMP error's payload): the IP header must be
+/// whole, the rest may be cut anywhere.
+pub fn parse_quote(buf: &[u8], offset: usize) -> Result<Quote, ParseError> {
+    let version = need(buf, offset, 1)?[0] >> 4;
+    let ip = match version {
+        4 => parse_ipv4(buf, offset)?,
+        6 => parse_ipv6(buf, offset)?,
+        v => {
+            return Err(ParseError {
+                offset,
+                kind: ParseErrorKind::BadVersion(v),
+            });
+        }
+    };
+    let ports = match Protocol::from_number(ip.l4_proto) {
+        Some(p) if p.has_ports() && ip.fragment != Fragment::NonFirst => buf
+            .get(ip.l4_offset..ip.l4_offset + 4)
+            .map(|h| (be16(h, 0), be16(h, 2))),
+        _ => None,
+    };
+    Ok(Quote {
+        ip_version: version,
+        l3_offset: offset as u16,
+        l4_offset: ip.l4_offset as u16,
+        l4_proto: ip.l4_proto,
+        fragment: ip.fragment,
+        src: ip.src,
+        dst: ip.dst,
+        ports,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

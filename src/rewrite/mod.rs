@@ -1,0 +1,266 @@
+//! Packet rewrites for the three LVS forwarding methods, in place on byte buffers.
+//!
+//! Each function takes the frame (an Ethernet frame or a bare IP packet) and the
+//! [`Layout`](crate::wire::Layout) that [`classify`](crate::wire::classify) returned for it, and
+//! never parses again. Nothing allocates, nothing panics: a field outside the buffer, a layout
+//! that does not match the bytes, or a packet the rewrite cannot handle is a [`RewriteError`],
+//! and on every error the buffer is left exactly as it was.
+//!
+//! | method | function | what changes (ipvs.md §7) |
+//! |--------|----------|---------------------------|
+//! | NAT, client → real server | [`nat_in`] | destination address and port, TTL |
+//! | NAT, real server → client | [`nat_out`] | source address and port, TTL |
+//! | NAT, ICMP errors | [`nat_icmp_in`], [`nat_icmp_out`] | outer address, quoted address and port |
+//! | DR | [`dr`] | MAC addresses, optional VLAN ID, TTL |
+//! | TUN | [`encap`] / [`decap`] | outer IPv4/IPv6 header, GUE or GRE, into headroom |
+//!
+//! Around them: [`icmp_error_info`] finds the flow an ICMP error is about, [`write_icmp_error`]
+//! builds the director's own ICMP replies (fragmentation needed, Packet Too Big, time
+//! exceeded, unreachable), [`clamp_mss`] lowers the TCP MSS of SYNs for tunnelled flows, and
+//! [`decrement_ttl`] is the forwarding step every method shares.
+//!
+//! # Checksums
+//! Checksums are updated incrementally (RFC 1624 for the Internet checksum, the linear update
+//! of [`crc32c_patch`](crate::wire::checksum::crc32c_patch) for SCTP), so a rewrite costs the
+//! same at 64 and 9000 bytes, a snaplen-cut frame stays consistent, and a checksum that arrived
+//! wrong leaves exactly as wrong (IPVS forwards such packets too; the receiver drops them).
+//! Two cases need the whole packet, as in IPVS: a UDP checksum of 0 ("none") is computed in
+//! full by NAT, and GUE and GRE checksums are computed over the inner packet. For frames whose
+//! layer-4 checksum a transmit offload left partial, [`ChecksumMode::Partial`] updates only the
+//! pseudo-header part.
+//!
+//! # Fragments, IP options, IPv6 extension headers
+//! - IPv4 options and IPv6 extension headers are kept as they are; every function works at the
+//!   offsets the layout found past them.
+//! - A first fragment carries the layer-4 header: it is rewritten like a whole packet, except
+//!   that a UDP checksum of 0 stays 0 (the full computation needs the other fragments).
+//! - A later fragment has no layer-4 header and no ports: NAT rewrites its addresses, TTL and
+//!   IPv4 header checksum only, so a director that knows the connection (from the first
+//!   fragment, or from reassembly) can forward it. Tunnel encapsulation carries fragments like
+//!   any packet; decapsulation refuses a fragmented outer packet (reassemble first).
+//! - IPv6 routing headers: the layer-4 pseudo-header uses the final destination (RFC 8200
+//!   §8.1). NAT of the destination on a packet whose routing header still has segments left
+//!   changes the address in the IPv6 header only, and the layer-4 checksum only for the port.
+
+mod dr;
+mod icmp;
+mod mss;
+mod nat;
+mod tun;
+
+#[cfg(feature = "bytes")]
+mod bytes;
+
+use core::fmt;
+
+use crate::wire::Layout;
+
+pub use dr::{DrParams, dr, vlan_pop, vlan_push};
+pub use icmp::icmp_error_info;
+pub use icmp::{
+    IPV4_QUOTE_LIMIT, IPV6_QUOTE_LIMIT, IcmpErrorInfo, IcmpReply, nat_icmp_in, nat_icmp_out,
+    write_icmp_error,
+};
+pub use mss::{clamp_mss, mss_for_mtu};
+pub use nat::{ChecksumMode, NatOptions, nat_in, nat_out};
+pub use tun::{
+    Decapsulated, Encapsulated, GueChecksum, TunnelKind, TunnelParams, decap, encap,
+    tunnel_overhead,
+};
+
+#[cfg(feature = "bytes")]
+pub use self::bytes::encap_bytes;
+
+/// Why a rewrite refused a packet. On every error the buffer is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RewriteError {
+    /// A field the rewrite needs lies outside the buffer.
+    Truncated {
+        /// Offset of the field.
+        offset: usize,
+        /// Bytes it needs from there.
+        needed: usize,
+    },
+    /// The bytes do not match the layout (another IP version at the layout's offset, ...):
+    /// the layout belongs to another frame.
+    LayoutMismatch {
+        /// Offset of the header that disagrees.
+        offset: usize,
+    },
+    /// The new address is not of the packet's family (NAT keeps the family; only tunnels mix).
+    FamilyMismatch,
+    /// The TTL or hop limit was 1 or 0: a router drops the packet and sends ICMP time exceeded.
+    TtlExpired,
+    /// Encapsulated, the packet would exceed the MTU and must not be fragmented: send the
+    /// client ICMP fragmentation needed / Packet Too Big with this MTU.
+    TooBig {
+        /// The largest inner packet that fits (MTU minus the tunnel overhead).
+        mtu: u32,
+    },
+    /// Not enough room before the frame for the headers to prepend.
+    NoHeadroom {
+        /// Bytes needed before the frame's start.
+        needed: usize,
+        /// Bytes there are.
+        available: usize,
+    },
+    /// The output buffer is too small.
+    OutputTooSmall {
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// The rewrite needs an Ethernet header and the frame has none (a bare IP packet).
+    NoLinkLayer,
+    /// A VLAN rewrite on a frame without a VLAN tag.
+    NoVlanTag,
+    /// A VLAN ID above 4095.
+    BadVlanId(u16),
+    /// The IP length disagrees with the headers (shorter than they are).
+    BadLength {
+        /// Offset of the IP header.
+        offset: usize,
+    },
+    /// The full packet is needed (for a checksum computed from scratch) and the frame is cut
+    /// short or is a fragment.
+    Incomplete,
+    /// Not a tunnel packet this crate can decapsulate, or its tunnel header is malformed.
+    BadTunnel {
+        /// Offset of the offending header.
+        offset: usize,
+    },
+    /// Not an ICMP or ICMPv6 error message (or a fragmented one, which IPVS drops too).
+    NotIcmpError,
+    /// The packet quoted in an ICMP error is malformed or cut before a field the rewrite needs.
+    BadQuote {
+        /// Offset where the quote failed.
+        offset: usize,
+    },
+    /// RFC 1122 §3.2.2 / RFC 4443 §2.4(e): no ICMP error is sent about this packet (it is an
+    /// ICMP error itself, a later fragment, or from a multicast, broadcast or unspecified
+    /// source).
+    NoIcmpAllowed,
+}
+
+impl fmt::Display for RewriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RewriteError::Truncated { offset, needed } => {
+                write!(f, "truncated: need {needed} bytes at offset {offset}")
+            }
+            RewriteError::LayoutMismatch { offset } => {
+                write!(f, "frame does not match its layout at offset {offset}")
+            }
+            RewriteError::FamilyMismatch => f.write_str("address family differs from the packet's"),
+            RewriteError::TtlExpired => f.write_str("TTL expired"),
+            RewriteError::TooBig { mtu } => write!(f, "too big for the path: MTU {mtu}"),
+            RewriteError::NoHeadroom { needed, available } => {
+                write!(f, "need {needed} bytes of headroom, have {available}")
+            }
+            RewriteError::OutputTooSmall { needed } => {
+                write!(f, "output buffer too small: need {needed} bytes")
+            }
+            RewriteError::NoLinkLayer => f.write_str("frame has no Ethernet header"),
+            RewriteError::NoVlanTag => f.write_str("frame has no VLAN tag"),
+            RewriteError::BadVlanId(v) => write!(f, "VLAN ID {v} above 4095"),
+            RewriteError::BadLength { offset } => {
+                write!(f, "IP length shorter than the headers at offset {offset}")
+            }
+            RewriteError::Incomplete => {
+                f.write_str("whole packet needed, frame is truncated or a fragment")
+            }
+            RewriteError::BadTunnel { offset } => {
+                write!(f, "not a usable tunnel header at offset {offset}")
+            }
+            RewriteError::NotIcmpError => f.write_str("not an unfragmented ICMP error"),
+            RewriteError::BadQuote { offset } => {
+                write!(
+                    f,
+                    "malformed packet quoted in ICMP error at offset {offset}"
+                )
+            }
+            RewriteError::NoIcmpAllowed => {
+                f.write_str("no ICMP error may be sent about this packet")
+            }
+        }
+    }
+}
+
+impl core::error::Error for RewriteError {}
+
+#[inline(always)]
+pub(crate) fn get(buf: &[u8], offset: usize, needed: usize) -> Result<&[u8], RewriteError> {
+    buf.get(offset..offset + needed)
+        .ok_or(RewriteError::Truncated { offset, needed })
+}
+
+#[inline(always)]
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// The IP header at the layout's offset, checked against the layout's version and minimum
+/// header length.
+#[inline(always)]
+pub(crate) fn ip_header<'a>(buf: &'a [u8], layout: &Layout) -> Result<&'a [u8], RewriteError> {
+    let l3 = layout.l3_offset as usize;
+    let len = if layout.ip_version == 6 { 40 } else { 20 };
+    let h = get(buf, l3, len)?;
+    if h[0] >> 4 != layout.ip_version {
+        return Err(RewriteError::LayoutMismatch { offset: l3 });
+    }
+    Ok(h)
+}
+
+/// Checks that the TTL (hop limit) allows forwarding, without changing it.
+#[inline(always)]
+pub(crate) fn check_ttl(h: &[u8], version: u8) -> Result<(), RewriteError> {
+    let ttl = if version == 4 { h[8] } else { h[7] };
+    if ttl <= 1 {
+        Err(RewriteError::TtlExpired)
+    } else {
+        Ok(())
+    }
+}
+
+/// Decrements a checked TTL (hop limit) and, for IPv4, updates the header checksum.
+#[inline(always)]
+pub(crate) fn apply_ttl(h: &mut [u8], version: u8) {
+    if version == 4 {
+        let old = be16(h, 8);
+        h[8] -= 1;
+        let hc = crate::wire::checksum::update_word(be16(h, 10), old, be16(h, 8));
+        put16(h, 10, hc);
+    } else {
+        h[7] -= 1;
+    }
+}
+
+/// The forwarding step every method shares (ipvs.md §7.0): decrement the TTL or hop limit and
+/// fix the IPv4 header checksum; a TTL of 1 or 0 is [`RewriteError::TtlExpired`] and the
+/// packet is left as it was.
+pub fn decrement_ttl(buf: &mut [u8], layout: &Layout) -> Result<(), RewriteError> {
+    let h = ip_header(buf, layout)?;
+    check_ttl(h, layout.ip_version)?;
+    let l3 = layout.l3_offset as usize;
+    let len = h.len();
+    apply_ttl(&mut buf[l3..l3 + len], layout.ip_version);
+    Ok(())
+}
+
+/// Bytes of the IP packet after the start of its layer-4 header, as the IP header states them.
+#[inline(always)]
+pub(crate) fn l4_len(layout: &Layout) -> Result<usize, RewriteError> {
+    let bad = RewriteError::BadLength {
+        offset: layout.l3_offset as usize,
+    };
+    let hdrs = layout.l4_offset.checked_sub(layout.l3_offset).ok_or(bad)?;
+    (layout.ip_len as usize)
+        .checked_sub(hdrs as usize)
+        .ok_or(bad)
+}

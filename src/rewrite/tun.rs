@@ -1,0 +1,454 @@
+//! TUN, IP tunnelling (ipvs.md §7.4): the client's IP packet, TTL decremented, goes inside an
+//! outer IPv4 or IPv6 header addressed to the real server, optionally after a GUE or GRE
+//! header. The outer headers are written into headroom before the frame, so nothing is copied
+//! but the link-layer header.
+//!
+//! ```text
+//! before:            [ L2 | inner IP ... ]
+//!          headroom ^start
+//! after:   [ L2 | outer IP | UDP+GUE or GRE | inner IP ... ]
+//!          ^new start
+//! ```
+
+use core::net::IpAddr;
+
+use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, put16};
+use crate::wire::checksum::{checksum, fold, pseudo_header_v4, pseudo_header_v6, sum, udp_nonzero};
+use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Fragment, Layout, Tunnel};
+
+/// The tunnel a real server expects (`ipvsadm --tun-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// IP in IP: IPv4 in IPv4 (protocol 4), IPv6 in IPv6 (41), or the mixed families, chosen by
+    /// the inner and outer versions (`--tun-type ipip`).
+    Ipip,
+    /// Generic UDP Encapsulation (`--tun-type gue --tun-port PORT`): UDP to `port`, then the
+    /// 4-byte GUE header IPVS writes (version 0, no options, inner protocol 4 or 41).
+    Gue {
+        /// UDP destination port on the real server.
+        port: u16,
+        /// UDP checksum policy.
+        checksum: GueChecksum,
+    },
+    /// GRE (`--tun-type gre`): the 4-byte base header with the inner EtherType, or 8 bytes with
+    /// the checksum (`--tun-flags csum`).
+    Gre {
+        /// Include the GRE checksum.
+        checksum: bool,
+    },
+}
+
+/// UDP checksum of GUE packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GueChecksum {
+    /// Zero, "no checksum", over IPv4 and IPv6 alike (IPVS's default; RFC 6935 allows it for
+    /// tunnels over IPv6).
+    #[default]
+    None,
+    /// Computed over the whole packet (`--tun-flags csum`): needs the whole inner packet.
+    Full,
+}
+
+/// Where the tunnel goes and how its outer header is filled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelParams {
+    /// The tunnel type.
+    pub kind: TunnelKind,
+    /// Outer source: the director's address (or the base of a source range, see
+    /// `src_hash_bits`).
+    pub src: IpAddr,
+    /// Outer destination: the real server. Its family chooses the outer IP version.
+    pub dst: IpAddr,
+    /// Replace the low `src_hash_bits` bits (0..=32) of `src` with bits of `flow_hash`, so the
+    /// real server's NIC (RSS) and ECMP routers spread tunnelled flows, as Katran and GLB do.
+    /// 0 (the default) keeps `src` as it is, as IPVS does.
+    pub src_hash_bits: u8,
+    /// A hash of the inner flow, stable per connection: it chooses the GUE source port, the
+    /// hashed source bits and the IPv6 flow label.
+    pub flow_hash: u32,
+    /// IPVS's `pmtu_disc` (default on): copy DF from an inner IPv4 packet and refuse packets
+    /// that do not fit `mtu`; off, DF is 0 and oversized packets are marked for fragmentation.
+    pub pmtu_disc: bool,
+    /// The outer IPv4 identification (a per-destination counter, as the kernel uses, or 0).
+    pub ip_id: u16,
+    /// The path MTU towards the real server; 0 skips the check.
+    pub mtu: u32,
+    /// Set the outer IPv6 flow label from `flow_hash` (RFC 6438); IPVS leaves it 0.
+    pub flow_label: bool,
+    /// The range GUE source ports are hashed into (the kernel's ip_local_port_range,
+    /// 32768..=60999, by default).
+    pub gue_src_ports: (u16, u16),
+    /// Decrement the inner TTL / hop limit before encapsulating (default `true`, as IPVS).
+    pub decrement_ttl: bool,
+    /// New destination and source MACs for an Ethernet frame (the next hop towards the real
+    /// server, and the director); `None` keeps the frame's.
+    pub macs: Option<([u8; 6], [u8; 6])>,
+}
+
+impl TunnelParams {
+    /// A tunnel from `src` to `dst` with IPVS's defaults.
+    pub fn new(kind: TunnelKind, src: IpAddr, dst: IpAddr) -> Self {
+        TunnelParams {
+            kind,
+            src,
+            dst,
+            src_hash_bits: 0,
+            flow_hash: 0,
+            pmtu_disc: true,
+            ip_id: 0,
+            mtu: 0,
+            flow_label: false,
+            gue_src_ports: (32768, 60999),
+            decrement_ttl: true,
+            macs: None,
+        }
+    }
+}
+
+/// Bytes a tunnel adds: the outer IP header plus the GUE or GRE header.
+pub const fn tunnel_overhead(kind: TunnelKind, outer_ipv6: bool) -> usize {
+    let ip = if outer_ipv6 { 40 } else { 20 };
+    ip + match kind {
+        TunnelKind::Ipip => 0,
+        TunnelKind::Gue { .. } => 12,
+        TunnelKind::Gre { checksum: false } => 4,
+        TunnelKind::Gre { checksum: true } => 8,
+    }
+}
+
+/// Where the encapsulated frame lies in the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encapsulated {
+    /// New start of the frame (before the old one by the tunnel overhead).
+    pub start: usize,
+    /// End of the frame: the end of the inner IP packet (Ethernet padding is dropped).
+    pub end: usize,
+    /// Offset of the outer IP header from `start` (the link-layer length, kept).
+    pub l3_offset: usize,
+    /// The packet exceeds `mtu` but may be fragmented (`pmtu_disc` off and no DF): the outer
+    /// packet must be fragmented before it is sent.
+    pub over_mtu: bool,
+}
+
+/// Encapsulates the frame at `buf[start..]` (classified as `layout`) towards a real server,
+/// writing the outer headers into the headroom `buf[..start]`.
+///
+/// - Inner packet: TTL / hop limit decremented, IPv4 header checksum fixed
+///   ([`RewriteError::TtlExpired`] at 1 or 0); the frame's Ethernet padding is left behind.
+/// - Outer IPv4 header: no options; DSCP copied and ECN copied with CE as ECT(0); TTL = inner
+///   TTL; DF copied from an inner IPv4 packet when `pmtu_disc`; ID `ip_id`. Outer IPv6: the
+///   same traffic class and hop limit, the flow label per `flow_label`.
+/// - A packet longer than `mtu` with the tunnel overhead is [`RewriteError::TooBig`] with the
+///   MTU left for inner packets when it must not be fragmented (inner IPv6, or inner DF with
+///   `pmtu_disc`), otherwise encapsulated with [`Encapsulated::over_mtu`] set.
+/// - An Ethernet frame keeps its link-layer header (VLAN tags too), moved to the new start
+///   with the last EtherType set to the outer family and the MACs from `macs`; a bare IP
+///   packet stays bare.
+///
+/// On any error the buffer is unchanged.
+pub fn encap(
+    buf: &mut [u8],
+    start: usize,
+    layout: &Layout,
+    p: &TunnelParams,
+) -> Result<Encapsulated, RewriteError> {
+    let frame = buf.get(start..).ok_or(RewriteError::Truncated {
+        offset: start,
+        needed: 0,
+    })?;
+    let h = ip_header(frame, layout)?;
+    let v_in = layout.ip_version;
+    if p.decrement_ttl {
+        check_ttl(h, v_in)?;
+    }
+    let src = hashed_source(p.src, p.src_hash_bits, p.flow_hash);
+    let outer = match (src, p.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Outer::V4(s.octets(), d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Outer::V6(s.octets(), d.octets()),
+        _ => return Err(RewriteError::FamilyMismatch),
+    };
+    let outer_v6 = matches!(outer, Outer::V6(..));
+    let overhead = tunnel_overhead(p.kind, outer_v6);
+    let l2 = layout.l2_len as usize;
+    let l3 = layout.l3_offset as usize;
+    let inner_len = layout.ip_len as usize;
+    let in_buf = inner_len.min(frame.len().saturating_sub(l3));
+    let cut = in_buf < inner_len;
+    let ip_hdr = if outer_v6 { 40 } else { 20 };
+    // What the outer length field holds: IPv4 total length, IPv6 payload length.
+    let after_ip = (overhead - ip_hdr) + inner_len;
+    let length_field = if outer_v6 { after_ip } else { 20 + after_ip };
+    if length_field > 0xffff {
+        return Err(RewriteError::TooBig {
+            mtu: (inner_len - (length_field - 0xffff)) as u32,
+        });
+    }
+    let inner_df = v_in == 4 && h[6] & 0x40 != 0;
+    let mut over_mtu = false;
+    if p.mtu != 0 && inner_len + overhead > p.mtu as usize {
+        if v_in == 6 || (inner_df && p.pmtu_disc) {
+            return Err(RewriteError::TooBig {
+                mtu: (p.mtu as usize).saturating_sub(overhead) as u32,
+            });
+        }
+        over_mtu = true;
+    }
+    let needs_whole = matches!(
+        p.kind,
+        TunnelKind::Gue {
+            checksum: GueChecksum::Full,
+            ..
+        } | TunnelKind::Gre { checksum: true }
+    );
+    if needs_whole && cut {
+        return Err(RewriteError::Incomplete);
+    }
+    if start < overhead {
+        return Err(RewriteError::NoHeadroom {
+            needed: overhead,
+            available: start,
+        });
+    }
+
+    // Everything is checked: from here on nothing fails.
+    let hlen = h.len();
+    let abs_l3 = start + l3;
+    if p.decrement_ttl {
+        apply_ttl(&mut buf[abs_l3..abs_l3 + hlen], v_in);
+    }
+    let h = &buf[abs_l3..abs_l3 + hlen];
+    let (ds, ttl) = if v_in == 4 {
+        (h[1], h[8])
+    } else {
+        ((h[0] << 4) | (h[1] >> 4), h[7])
+    };
+    // RFC 6040 / IPVS: ECN copied, but CE is not propagated to the outer header.
+    let ds = if ds & 3 == 3 { (ds & !3) | 2 } else { ds };
+    let new_start = start - overhead;
+    if l2 > 0 {
+        buf.copy_within(start..start + l2, new_start);
+        let et = if outer_v6 {
+            ETHERTYPE_IPV6
+        } else {
+            ETHERTYPE_IPV4
+        };
+        put16(buf, new_start + l2 - 2, et);
+        if let Some((d, s)) = p.macs {
+            buf[new_start..new_start + 6].copy_from_slice(&d);
+            buf[new_start + 6..new_start + 12].copy_from_slice(&s);
+        }
+    }
+    let o = new_start + l2;
+    let inner_proto = if v_in == 4 { 4 } else { 41 };
+    let proto = match p.kind {
+        TunnelKind::Ipip => inner_proto,
+        TunnelKind::Gue { .. } => 17,
+        TunnelKind::Gre { .. } => 47,
+    };
+    match outer {
+        Outer::V4(s, d) => {
+            let df = if p.pmtu_disc && inner_df { 0x40 } else { 0 };
+            let hdr = &mut buf[o..o + 20];
+            hdr[0] = 0x45;
+            hdr[1] = ds;
+            put16(hdr, 2, length_field as u16);
+            put16(hdr, 4, p.ip_id);
+            hdr[6] = df;
+            hdr[7] = 0;
+            hdr[8] = ttl;
+            hdr[9] = proto;
+            hdr[10] = 0;
+            hdr[11] = 0;
+            hdr[12..16].copy_from_slice(&s);
+            hdr[16..20].copy_from_slice(&d);
+            let c = checksum(hdr);
+            put16(hdr, 10, c);
+        }
+        Outer::V6(s, d) => {
+            let fl = if p.flow_label {
+                p.flow_hash & 0x000f_ffff
+            } else {
+                0
+            };
+            let hdr = &mut buf[o..o + 40];
+            hdr[0] = 0x60 | (ds >> 4);
+            hdr[1] = (ds << 4) | (fl >> 16) as u8;
+            put16(hdr, 2, fl as u16);
+            put16(hdr, 4, length_field as u16);
+            hdr[6] = proto;
+            hdr[7] = ttl;
+            hdr[8..24].copy_from_slice(&s);
+            hdr[24..40].copy_from_slice(&d);
+        }
+    }
+    let t = o + ip_hdr;
+    let end = start + l3 + in_buf;
+    match p.kind {
+        TunnelKind::Ipip => {}
+        TunnelKind::Gue { port, checksum: c } => {
+            let (lo, hi) = if p.gue_src_ports.0 <= p.gue_src_ports.1 {
+                p.gue_src_ports
+            } else {
+                (p.gue_src_ports.1, p.gue_src_ports.0)
+            };
+            let span = (hi - lo) as u64 + 1;
+            let sport = lo + ((p.flow_hash as u64 * span) >> 32) as u16;
+            let udp = &mut buf[t..t + 12];
+            put16(udp, 0, sport);
+            put16(udp, 2, port);
+            put16(udp, 4, after_ip as u16);
+            put16(udp, 6, 0);
+            udp[8..12].copy_from_slice(&[0, inner_proto, 0, 0]);
+            if c == GueChecksum::Full {
+                let ph = outer_pseudo(buf, o, outer_v6, 17, after_ip);
+                let c = udp_nonzero(!fold(sum(ph, &buf[t..end])));
+                put16(buf, t + 6, c);
+            }
+        }
+        TunnelKind::Gre { checksum: c } => {
+            let et = if v_in == 4 {
+                ETHERTYPE_IPV4
+            } else {
+                ETHERTYPE_IPV6
+            };
+            put16(buf, t, if c { 0x8000 } else { 0 });
+            put16(buf, t + 2, et);
+            if c {
+                put16(buf, t + 4, 0);
+                put16(buf, t + 6, 0);
+                let c = checksum(&buf[t..end]);
+                put16(buf, t + 4, c);
+            }
+        }
+    }
+    Ok(Encapsulated {
+        start: new_start,
+        end,
+        l3_offset: l2,
+        over_mtu,
+    })
+}
+
+enum Outer {
+    V4([u8; 4], [u8; 4]),
+    V6([u8; 16], [u8; 16]),
+}
+
+fn outer_pseudo(buf: &[u8], o: usize, v6: bool, proto: u8, len: usize) -> u64 {
+    if v6 {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&buf[o + 8..o + 24]);
+        d.copy_from_slice(&buf[o + 24..o + 40]);
+        pseudo_header_v6(&s, &d, proto, len as u32)
+    } else {
+        let mut s = [0u8; 4];
+        let mut d = [0u8; 4];
+        s.copy_from_slice(&buf[o + 12..o + 16]);
+        d.copy_from_slice(&buf[o + 16..o + 20]);
+        pseudo_header_v4(s, d, proto, len as u16)
+    }
+}
+
+fn hashed_source(src: IpAddr, bits: u8, hash: u32) -> IpAddr {
+    if bits == 0 {
+        return src;
+    }
+    let mask = if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    };
+    match src {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a) & !mask | hash & mask).into()),
+        IpAddr::V6(a) => {
+            let x = u128::from(a);
+            let mask = mask as u128;
+            IpAddr::V6((x & !mask | hash as u128 & mask).into())
+        }
+    }
+}
+
+/// The inner packet of a tunnel packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decapsulated {
+    /// Offset of the inner IP packet.
+    pub start: usize,
+    /// End of the inner IP packet (the outer packet's end, or the buffer's if it is cut).
+    pub end: usize,
+    /// The inner IP version.
+    pub ip_version: u8,
+    /// The tunnel it came through.
+    pub tunnel: Tunnel,
+}
+
+/// Finds the inner IP packet of a tunnel packet, for the real-server side: IPIP, IPv6 in IPv6
+/// and the mixed families, GUE (version 0 with its optional fields skipped, and version 1,
+/// direct IP), and GRE (checksum, key and sequence fields skipped). Classify the inner packet
+/// as [`LinkType::RawIp`](crate::wire::LinkType::RawIp) at `start..end`.
+///
+/// A fragmented outer packet is [`RewriteError::Incomplete`] (reassemble first); a GUE control
+/// message, a GRE version other than 0, a GRE routing field, or an inner protocol that is not
+/// IP is [`RewriteError::BadTunnel`]. Outer checksums are not verified here.
+pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> {
+    let l4 = layout.l4_offset as usize;
+    let bad = |offset| RewriteError::BadTunnel { offset };
+    let tunnel = layout.tunnel.ok_or(bad(l4))?;
+    if !matches!(layout.fragment, Fragment::None | Fragment::Atomic) {
+        return Err(RewriteError::Incomplete);
+    }
+    ip_header(buf, layout)?;
+    let end = (layout.l3_offset as usize + layout.ip_len as usize).min(buf.len());
+    let (start, version) = match tunnel {
+        Tunnel::Ipip => (l4, 4),
+        Tunnel::Ipv6 => (l4, 6),
+        Tunnel::Gue => {
+            let g = l4 + 8;
+            let b = get(buf, g, 1)?;
+            match b[0] >> 6 {
+                // GUE version 1: the UDP payload is the IP packet itself.
+                1 => (g, get(buf, g, 1)?[0] >> 4),
+                0 => {
+                    let h = get(buf, g, 4)?;
+                    if h[0] & 0x20 != 0 {
+                        return Err(bad(g)); // control message
+                    }
+                    let v = match h[1] {
+                        4 => 4,
+                        41 => 6,
+                        _ => return Err(bad(g + 1)),
+                    };
+                    (g + 4 + (h[0] & 0x1f) as usize * 4, v)
+                }
+                _ => return Err(bad(g)),
+            }
+        }
+        Tunnel::Gre => {
+            let h = get(buf, l4, 4)?;
+            let flags = be16(h, 0);
+            if flags & 0x4007 != 0 {
+                return Err(bad(l4)); // routing present, or not version 0
+            }
+            let v = match be16(h, 2) {
+                ETHERTYPE_IPV4 => 4,
+                ETHERTYPE_IPV6 => 6,
+                _ => return Err(bad(l4 + 2)),
+            };
+            let len = 4 + 4
+                * ((flags & 0x8000 != 0) as usize
+                    + (flags & 0x2000 != 0) as usize
+                    + (flags & 0x1000 != 0) as usize);
+            (l4 + len, v)
+        }
+    };
+    let first = get(buf, start, 1).map_err(|_| bad(start))?;
+    if start >= end || first[0] >> 4 != version {
+        return Err(bad(start));
+    }
+    Ok(Decapsulated {
+        start,
+        end,
+        ip_version: version,
+        tunnel,
+    })
+}
