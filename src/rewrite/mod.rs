@@ -1,7 +1,7 @@
 //! Packet rewrites for the three LVS forwarding methods, in place on byte buffers.
 //!
 //! Each function takes the frame (an Ethernet frame or a bare IP packet) and the
-//! [`Layout`](crate::wire::Layout) that [`classify`](crate::wire::classify) returned for it, and
+//! [`Layout`] that [`classify`](crate::wire::classify()) returned for it, and
 //! never parses again. Nothing allocates, nothing panics: a field outside the buffer, a layout
 //! that does not match the bytes, or a packet the rewrite cannot handle is a [`RewriteError`],
 //! and on every error the buffer is left exactly as it was.
