@@ -133,7 +133,8 @@ fn check_net(sp: &SlicedPacket<'_>, gue_port: Option<u16>, out: &mut Checked) ->
                     0 => g.get(4 + (b0 & 0x1f) as usize * 4..)?,
                     _ => return None,
                 };
-                check_inner(inner, gue_port, out)?;
+                // Best effort: a UDP payload to that port need not be GUE.
+                let _ = check_inner(inner, gue_port, out);
             }
         }
         IpNumber::ICMP if !v6 => {
@@ -166,9 +167,13 @@ fn check_net(sp: &SlicedPacket<'_>, gue_port: Option<u16>, out: &mut Checked) ->
                 * ((flags & 0x8000 != 0) as usize
                     + (flags & 0x2000 != 0) as usize
                     + (flags & 0x1000 != 0) as usize);
-            check_inner(data.get(len..)?, gue_port, out)?;
+            if let Some(inner) = data.get(len..) {
+                let _ = check_inner(inner, gue_port, out);
+            }
         }
-        IpNumber(4) | IpNumber(41) => check_inner(data, gue_port, out)?,
+        IpNumber(4) | IpNumber(41) => {
+            let _ = check_inner(data, gue_port, out);
+        }
         _ => {}
     }
     Some(())
