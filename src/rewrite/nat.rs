@@ -46,7 +46,9 @@ impl Default for NatOptions {
 ///
 /// Updates the IPv4 header checksum, the TCP, UDP or ICMPv6 checksum (RFC 1624) and the SCTP
 /// CRC32c (linear update); a UDP checksum of 0 is computed in full as IPVS does (a computed 0
-/// is sent as 0xFFFF), except on fragments and cut frames, where it stays 0. With
+/// is sent as 0xFFFF), except on fragments and cut frames, where it stays 0; a UDP length
+/// outside 8..=IP payload then makes the packet [`RewriteError::BadLength`] (receivers would
+/// drop it). With
 /// `opts.decrement_ttl`, a TTL or hop limit of 1 or 0 is [`RewriteError::TtlExpired`].
 /// See the [module docs](super) for fragments and routing headers.
 ///
@@ -267,8 +269,10 @@ fn plan(
             {
                 Plan::PortOnly { port: port_at }
             } else {
-                let len = l4_len(layout)?;
-                if len < 8 {
+                // The datagram is what the UDP length says (receivers check 8 <= it <= the IP
+                // payload, and drop it otherwise: refuse such packets here, counted).
+                let len = be16(h, 4) as usize;
+                if len < 8 || len > l4_len(layout)? {
                     return Err(RewriteError::BadLength {
                         offset: layout.l3_offset as usize,
                     });
@@ -302,8 +306,8 @@ fn plan(
     })
 }
 
-/// The UDP checksum of the whole datagram (`len` bytes from the layer-4 offset, all in the
-/// buffer, the checksum field zero) with the addresses now in the IP header.
+/// The UDP checksum of the whole datagram (`len` bytes from the layer-4 offset as the UDP
+/// length states, all in the buffer, the checksum field zero) with the addresses now in the IP header.
 pub(super) fn udp_checksum(buf: &[u8], layout: &Layout, len: usize) -> u16 {
     let l4 = layout.l4_offset as usize;
     let ph = pseudo_header(buf, layout, 17, len);
