@@ -65,7 +65,7 @@ pub use mss::{clamp_mss, mss_for_mtu};
 pub use nat::{ChecksumMode, NatOptions, nat_in, nat_out};
 pub use tun::{
     Decapsulated, Encapsulated, GueChecksum, TunnelKind, TunnelParams, decap, encap,
-    tunnel_overhead,
+    tunnel_flow_hash, tunnel_overhead,
 };
 
 #[cfg(feature = "bytes")]

@@ -13,6 +13,7 @@
 use core::net::IpAddr;
 
 use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, put16};
+use crate::flow::FlowKey;
 use crate::wire::checksum::{checksum, fold, pseudo_header_v4, pseudo_header_v6, sum, udp_nonzero};
 use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Fragment, Layout, Tunnel};
 
@@ -63,8 +64,9 @@ pub struct TunnelParams {
     /// real server's NIC (RSS) and ECMP routers spread tunnelled flows, as Katran and GLB do.
     /// 0 (the default) keeps `src` as it is, as IPVS does.
     pub src_hash_bits: u8,
-    /// A hash of the inner flow, stable per connection: it chooses the GUE source port, the
-    /// hashed source bits and the IPv6 flow label.
+    /// A hash of the inner flow, stable per connection (for example [`tunnel_flow_hash`], or
+    /// the NIC's RSS hash): it chooses the GUE source port, the hashed source bits and the IPv6
+    /// flow label.
     pub flow_hash: u32,
     /// IPVS's `pmtu_disc` (default on): copy DF from an inner IPv4 packet and refuse packets
     /// that do not fit `mtu`; off, DF is 0 and oversized packets are marked for fragmentation.
@@ -114,6 +116,27 @@ pub const fn tunnel_overhead(kind: TunnelKind, outer_ipv6: bool) -> usize {
         TunnelKind::Gre { checksum: false } => 4,
         TunnelKind::Gre { checksum: true } => 8,
     }
+}
+
+/// A hash of a flow for [`TunnelParams::flow_hash`]: stable across runs and directors, the
+/// same for every packet of a connection, spreading well in its high bits (the GUE source port
+/// takes the high bits, a hashed source address the low bits: both are mixed).
+pub fn tunnel_flow_hash(flow: &FlowKey) -> u32 {
+    let a = |ip: &IpAddr| -> u64 {
+        match ip {
+            IpAddr::V4(v) => u32::from(*v) as u64,
+            IpAddr::V6(v) => {
+                let x = u128::from(*v);
+                (x as u64) ^ ((x >> 64) as u64).rotate_left(17)
+            }
+        }
+    };
+    let mut h = a(&flow.src) ^ a(&flow.dst).rotate_left(32);
+    h ^= ((flow.sport as u64) << 16 | flow.dport as u64) << 8 | flow.proto.number() as u64;
+    // SplitMix64's finaliser.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) as u32
 }
 
 /// Where the encapsulated frame lies in the buffer.
@@ -451,4 +474,32 @@ pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> 
         ip_version: version,
         tunnel,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Protocol;
+
+    #[test]
+    fn flow_hash_spreads_gue_ports_and_sources() {
+        let mut ports = alloc::collections::BTreeSet::new();
+        let mut low = alloc::collections::BTreeSet::new();
+        for i in 0..4096u32 {
+            let f = FlowKey::new(
+                Protocol::Tcp,
+                IpAddr::V4((0xc000_0200 + i / 64).into()),
+                40000 + (i % 64) as u16,
+                IpAddr::V4([198, 51, 100, 1].into()),
+                80,
+            );
+            let h = tunnel_flow_hash(&f);
+            assert_eq!(h, tunnel_flow_hash(&f));
+            ports.insert(32768 + ((h as u64 * 28232) >> 32));
+            low.insert(h & 0xff);
+        }
+        // 4096 flows over 28232 ports and 256 source suffixes: close to the ideal spread.
+        assert!(ports.len() > 3700, "{}", ports.len());
+        assert_eq!(low.len(), 256);
+    }
 }
