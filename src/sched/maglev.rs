@@ -185,10 +185,17 @@ fn quotas(weights: &[u32], m: u32) -> Vec<u32> {
         .map(|&w| (m64 * w as u64 / total) as u32)
         .collect();
     let assigned: u64 = q.iter().map(|&x| x as u64).sum();
-    let mut by_remainder: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
-    // Largest remainder first; ties to the earlier server in sorted order.
-    by_remainder.sort_by_key(|&i| (Reverse(m64 * weights[i] as u64 % total), i));
-    for &i in by_remainder.iter().take((m64 - assigned) as usize) {
+    // Largest remainder first; ties to the earlier server in sorted order. The keys are
+    // distinct, so the first `extra` of them are one set, found without sorting the rest.
+    let mut by_remainder: Vec<(Reverse<u64>, usize)> = (0..weights.len())
+        .filter(|&i| weights[i] > 0)
+        .map(|i| (Reverse(m64 * weights[i] as u64 % total), i))
+        .collect();
+    let extra = (m64 - assigned) as usize;
+    if extra > 0 && extra < by_remainder.len() {
+        by_remainder.select_nth_unstable(extra - 1);
+    }
+    for &(_, i) in by_remainder.iter().take(extra) {
         q[i] += 1;
     }
     // A positive weight always gets a slot: take it from the largest quota.
