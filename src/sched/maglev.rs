@@ -185,10 +185,17 @@ fn quotas(weights: &[u32], m: u32) -> Vec<u32> {
         .map(|&w| (m64 * w as u64 / total) as u32)
         .collect();
     let assigned: u64 = q.iter().map(|&x| x as u64).sum();
-    let mut by_remainder: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
-    // Largest remainder first; ties to the earlier server in sorted order.
-    by_remainder.sort_by_key(|&i| (Reverse(m64 * weights[i] as u64 % total), i));
-    for &i in by_remainder.iter().take((m64 - assigned) as usize) {
+    // Largest remainder first; ties to the earlier server in sorted order. The keys are
+    // distinct, so the first `extra` of them are one set, found without sorting the rest.
+    let mut by_remainder: Vec<(Reverse<u64>, usize)> = (0..weights.len())
+        .filter(|&i| weights[i] > 0)
+        .map(|i| (Reverse(m64 * weights[i] as u64 % total), i))
+        .collect();
+    let extra = (m64 - assigned) as usize;
+    if extra > 0 && extra < by_remainder.len() {
+        by_remainder.select_nth_unstable(extra - 1);
+    }
+    for &(_, i) in by_remainder.iter().take(extra) {
         q[i] += 1;
     }
     // A positive weight always gets a slot: take it from the largest quota.
@@ -409,6 +416,26 @@ impl MaglevTable {
     }
 }
 
+/// One server's state during population.
+#[derive(Clone, Copy)]
+struct Claimant {
+    /// Next slot of the permutation to try.
+    next: u32,
+    skip: u32,
+    /// Slots still to claim.
+    left: u32,
+    /// Round of the next claim.
+    round: u32,
+    /// Remainder e with (k + 1) Q - 1 = q r + e.
+    rem: u32,
+    /// Q / q and Q % q.
+    step: u32,
+    step_rem: u32,
+    quota: u32,
+    /// Next server due in the same round, or `EMPTY`.
+    link: u32,
+}
+
 /// Bresenham-interleaved rounds; each claim takes the next free slot of the server's permutation.
 fn populate<T: SlotIndex>(
     slots: &mut [T],
@@ -418,58 +445,55 @@ fn populate<T: SlotIndex>(
 ) {
     let m = slots.len() as u32;
     let mut filler = Filler::new(m);
-    let mut perm: Vec<u32> = Vec::with_capacity(servers.len());
-    let mut skip: Vec<u32> = Vec::with_capacity(servers.len());
-    for s in servers {
-        perm.push(reduce(server_hash(&s.0, s.1, OFFSET_SEED), m));
-        skip.push(reduce(server_hash(&s.0, s.1, SKIP_SEED), m - 1) + 1);
-    }
     // Calendar of rounds: intrusive singly linked lists of servers due in each round. A
     // server with quota q claims its k-th slot in round r_k = floor(((k + 1) Q - 1) / q),
     // stepped without division: r_{k+1} = r_k + Q / q, plus one when the remainder carries.
-    let mut head = vec![EMPTY; max_q as usize];
-    let mut next = vec![EMPTY; servers.len()];
-    let mut left = q.to_vec();
-    // (next round, remainder e with (k + 1) Q - 1 = q r + e, step Q / q, step remainder Q % q)
-    let mut cal: Vec<(u32, u32, u32, u32)> = q
+    let mut state: Vec<Claimant> = servers
         .iter()
-        .map(|&qi| {
-            let qi = qi.max(1);
-            ((max_q - 1) / qi, (max_q - 1) % qi, max_q / qi, max_q % qi)
+        .zip(q)
+        .map(|(s, &quota)| {
+            let qi = quota.max(1);
+            Claimant {
+                next: reduce(server_hash(&s.0, s.1, OFFSET_SEED), m),
+                skip: reduce(server_hash(&s.0, s.1, SKIP_SEED), m - 1) + 1,
+                left: quota,
+                round: (max_q - 1) / qi,
+                rem: (max_q - 1) % qi,
+                step: max_q / qi,
+                step_rem: max_q % qi,
+                quota: qi,
+                link: EMPTY,
+            }
         })
         .collect();
-    for i in (0..servers.len()).rev() {
-        if q[i] > 0 {
-            let r = cal[i].0 as usize;
-            next[i] = head[r];
-            head[r] = i as u32;
+    let mut head = vec![EMPTY; max_q as usize];
+    for (i, s) in state.iter_mut().enumerate().rev() {
+        if s.left > 0 {
+            s.link = head[s.round as usize];
+            head[s.round as usize] = i as u32;
         }
     }
     for r in 0..max_q as usize {
         let mut i = head[r];
         while i != EMPTY {
-            let iu = i as usize;
-            let after = next[iu];
-            let c = filler.claim(perm[iu], skip[iu]);
+            let s = &mut state[i as usize];
+            let after = s.link;
+            let c = filler.claim(s.next, s.skip);
             slots[c as usize] = T::from_index(i);
             // `c` is taken from now on: the next claim may start one step further.
-            perm[iu] = if c + skip[iu] >= m {
-                c + skip[iu] - m
+            s.next = if c + s.skip >= m {
+                c + s.skip - m
             } else {
-                c + skip[iu]
+                c + s.skip
             };
-            left[iu] -= 1;
-            if left[iu] > 0 {
-                let (nr, e, step, step_rem) = &mut cal[iu];
-                *nr += *step;
-                *e += *step_rem;
-                if *e >= q[iu] {
-                    *e -= q[iu];
-                    *nr += 1;
-                }
-                let nr = *nr as usize;
-                next[iu] = head[nr];
-                head[nr] = i;
+            s.left -= 1;
+            if s.left > 0 {
+                s.rem += s.step_rem;
+                let carry = s.rem >= s.quota;
+                s.rem -= if carry { s.quota } else { 0 };
+                s.round += s.step + carry as u32;
+                s.link = head[s.round as usize];
+                head[s.round as usize] = i;
             }
             i = after;
         }
