@@ -35,6 +35,7 @@ impl DrParams {
 /// server's, source MAC := the director's, optionally a new VLAN ID, TTL / hop limit
 /// decremented ([`RewriteError::TtlExpired`] at 1 or 0). The IP addresses, ports and layer-4
 /// checksums are untouched; fragments, options and extension headers need nothing special.
+#[inline]
 pub fn dr(buf: &mut [u8], layout: &Layout, p: &DrParams) -> Result<(), RewriteError> {
     if layout.l2_len < 14 {
         return Err(RewriteError::NoLinkLayer);
@@ -75,12 +76,12 @@ pub fn vlan_push(buf: &mut [u8], start: usize, tpid: u16, tci: u16) -> Result<us
     if start < 4 {
         return Err(RewriteError::NoHeadroom {
             needed: 4,
-            available: start,
+            available: start as u32,
         });
     }
     if buf.len() < start + 14 {
         return Err(RewriteError::Truncated {
-            offset: start,
+            offset: start as u32,
             needed: 14,
         });
     }
@@ -96,7 +97,7 @@ pub fn vlan_push(buf: &mut [u8], start: usize, tpid: u16, tci: u16) -> Result<us
 pub fn vlan_pop(buf: &mut [u8], start: usize) -> Result<usize, RewriteError> {
     let Some(h) = buf.get(start..start + 18) else {
         return Err(RewriteError::Truncated {
-            offset: start,
+            offset: start as u32,
             needed: 18,
         });
     };

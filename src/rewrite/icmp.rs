@@ -64,10 +64,13 @@ pub fn icmp_error_info(buf: &[u8], layout: &Layout) -> Result<IcmpErrorInfo, Rew
         (6, 2, _) => Some(u32::from_be_bytes([h[4], h[5], h[6], h[7]])),
         _ => None,
     };
-    let quote =
-        parse_quote(buf, l4 + 8).map_err(|e| RewriteError::BadQuote { offset: e.offset })?;
+    let quote = parse_quote(buf, l4 + 8).map_err(|e| RewriteError::BadQuote {
+        offset: e.offset as u32,
+    })?;
     if quote.ip_version != v {
-        return Err(RewriteError::BadQuote { offset: l4 + 8 });
+        return Err(RewriteError::BadQuote {
+            offset: (l4 + 8) as u32,
+        });
     }
     let flow = Protocol::from_number(quote.l4_proto)
         .filter(|p| !matches!((p, v), (Protocol::Icmp, 6) | (Protocol::Icmpv6, 4)))
@@ -160,7 +163,7 @@ fn nat_icmp_n<const N: usize>(
     get(buf, l4, 4)?;
     let q = info.quote;
     let q3 = q.l3_offset as usize;
-    let bad_quote = RewriteError::BadQuote { offset: q3 };
+    let bad_quote = RewriteError::BadQuote { offset: q3 as u32 };
     if q.ip_version != layout.ip_version || q3 < l4 + 8 {
         return Err(bad_quote);
     }
@@ -322,7 +325,9 @@ pub fn write_icmp_error(
     let quote = (layout.ip_len as usize).min(frame.len() - l3).min(limit);
     let total = l2 + ip_hdr + 8 + quote;
     if out.len() < total {
-        return Err(RewriteError::OutputTooSmall { needed: total });
+        return Err(RewriteError::OutputTooSmall {
+            needed: total as u32,
+        });
     }
     if l2 > 0 {
         let e = get(frame, 0, l2)?;

@@ -72,21 +72,24 @@ pub use tun::{
 pub use self::bytes::encap_bytes;
 
 /// Why a rewrite refused a packet. On every error the buffer is unchanged.
+///
+/// Offsets and sizes are `u32` so that `Result<(), RewriteError>` stays within two registers:
+/// a rewrite's result costs a caller nothing to inspect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RewriteError {
     /// A field the rewrite needs lies outside the buffer.
     Truncated {
         /// Offset of the field.
-        offset: usize,
+        offset: u32,
         /// Bytes it needs from there.
-        needed: usize,
+        needed: u32,
     },
     /// The bytes do not match the layout (another IP version at the layout's offset, ...):
     /// the layout belongs to another frame.
     LayoutMismatch {
         /// Offset of the header that disagrees.
-        offset: usize,
+        offset: u32,
     },
     /// The new address is not of the packet's family (NAT keeps the family; only tunnels mix).
     FamilyMismatch,
@@ -101,14 +104,14 @@ pub enum RewriteError {
     /// Not enough room before the frame for the headers to prepend.
     NoHeadroom {
         /// Bytes needed before the frame's start.
-        needed: usize,
+        needed: u32,
         /// Bytes there are.
-        available: usize,
+        available: u32,
     },
     /// The output buffer is too small.
     OutputTooSmall {
         /// Bytes needed.
-        needed: usize,
+        needed: u32,
     },
     /// The rewrite needs an Ethernet header and the frame has none (a bare IP packet).
     NoLinkLayer,
@@ -119,7 +122,7 @@ pub enum RewriteError {
     /// The IP length disagrees with the headers (shorter than they are).
     BadLength {
         /// Offset of the IP header.
-        offset: usize,
+        offset: u32,
     },
     /// The full packet is needed (for a checksum computed from scratch) and the frame is cut
     /// short or is a fragment.
@@ -127,14 +130,14 @@ pub enum RewriteError {
     /// Not a tunnel packet this crate can decapsulate, or its tunnel header is malformed.
     BadTunnel {
         /// Offset of the offending header.
-        offset: usize,
+        offset: u32,
     },
     /// Not an ICMP or ICMPv6 error message (or a fragmented one, which IPVS drops too).
     NotIcmpError,
     /// The packet quoted in an ICMP error is malformed or cut before a field the rewrite needs.
     BadQuote {
         /// Offset where the quote failed.
-        offset: usize,
+        offset: u32,
     },
     /// RFC 1122 §3.2.2 / RFC 4443 §2.4(e): no ICMP error is sent about this packet (it is an
     /// ICMP error itself, a later fragment, or from a multicast, broadcast or unspecified
@@ -191,7 +194,10 @@ impl core::error::Error for RewriteError {}
 #[inline(always)]
 pub(crate) fn get(buf: &[u8], offset: usize, needed: usize) -> Result<&[u8], RewriteError> {
     buf.get(offset..offset + needed)
-        .ok_or(RewriteError::Truncated { offset, needed })
+        .ok_or(RewriteError::Truncated {
+            offset: offset as u32,
+            needed: needed as u32,
+        })
 }
 
 #[inline(always)]
@@ -212,7 +218,7 @@ pub(crate) fn ip_header<'a>(buf: &'a [u8], layout: &Layout) -> Result<&'a [u8], 
     let len = if layout.ip_version == 6 { 40 } else { 20 };
     let h = get(buf, l3, len)?;
     if h[0] >> 4 != layout.ip_version {
-        return Err(RewriteError::LayoutMismatch { offset: l3 });
+        return Err(RewriteError::LayoutMismatch { offset: l3 as u32 });
     }
     Ok(h)
 }
@@ -244,6 +250,7 @@ pub(crate) fn apply_ttl(h: &mut [u8], version: u8) {
 /// The forwarding step every method shares (ipvs.md §7.0): decrement the TTL or hop limit and
 /// fix the IPv4 header checksum; a TTL of 1 or 0 is [`RewriteError::TtlExpired`] and the
 /// packet is left as it was.
+#[inline]
 pub fn decrement_ttl(buf: &mut [u8], layout: &Layout) -> Result<(), RewriteError> {
     let h = ip_header(buf, layout)?;
     check_ttl(h, layout.ip_version)?;
@@ -257,10 +264,20 @@ pub fn decrement_ttl(buf: &mut [u8], layout: &Layout) -> Result<(), RewriteError
 #[inline(always)]
 pub(crate) fn l4_len(layout: &Layout) -> Result<usize, RewriteError> {
     let bad = RewriteError::BadLength {
-        offset: layout.l3_offset as usize,
+        offset: layout.l3_offset as u32,
     };
     let hdrs = layout.l4_offset.checked_sub(layout.l3_offset).ok_or(bad)?;
     (layout.ip_len as usize)
         .checked_sub(hdrs as usize)
         .ok_or(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_fit_in_two_registers() {
+        assert!(core::mem::size_of::<Result<(), RewriteError>>() <= 16);
+    }
 }

@@ -5,8 +5,8 @@ use core::net::IpAddr;
 
 use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, l4_len, put16};
 use crate::wire::checksum::{
-    crc32c_patch, fold, pseudo_header_v4, pseudo_header_v6, sum, udp_nonzero, update,
-    update_partial, update_word,
+    apply_delta, apply_delta_partial, crc32c_patch, delta, fold, pseudo_header_v4,
+    pseudo_header_v6, sum, udp_nonzero,
 };
 use crate::wire::{Fragment, Layout};
 
@@ -74,6 +74,7 @@ impl Default for NatOptions {
 /// assert_eq!(ip.header().destination(), [10, 0, 0, 2]);
 /// assert_eq!(ip.header().ttl(), 63);
 /// ```
+#[inline]
 pub fn nat_in(
     buf: &mut [u8],
     layout: &Layout,
@@ -87,6 +88,7 @@ pub fn nat_in(
 /// NAT out (real server → client): the source address becomes `addr` (the virtual address) and,
 /// for TCP, UDP and SCTP, the source port becomes `port` (the virtual port). Checksums, TTL,
 /// fragments: as [`nat_in`].
+#[inline]
 pub fn nat_out(
     buf: &mut [u8],
     layout: &Layout,
@@ -172,8 +174,10 @@ fn rewrite_n<const N: usize>(
     if opts.decrement_ttl {
         apply_ttl(h, layout.ip_version);
     }
+    // The address change, computed once for the IPv4 header and the pseudo-header.
+    let d_addr = delta(&old, &new);
     if !v6 {
-        put16(h, 10, update(be16(h, 10), &old, &new));
+        put16(h, 10, apply_delta(be16(h, 10), d_addr));
     }
     buf[addr_at..addr_at + N].copy_from_slice(&new);
 
@@ -187,17 +191,14 @@ fn rewrite_n<const N: usize>(
             udp,
         } => {
             let mut c = be16(buf, csum);
+            let mut d = if pseudo { d_addr } else { 0 };
             if partial {
-                if pseudo {
-                    c = update_partial(c, &old, &new);
-                }
+                c = apply_delta_partial(c, d);
             } else {
-                if pseudo {
-                    c = update(c, &old, &new);
-                }
                 if let Some(at) = at {
-                    c = update_word(c, be16(buf, at), port);
+                    d += (!be16(buf, at)) as u64 + port as u64;
                 }
+                c = apply_delta(c, d);
                 if udp {
                     c = udp_nonzero(c);
                 }
@@ -235,6 +236,7 @@ fn rewrite_n<const N: usize>(
     Ok(())
 }
 
+#[inline(always)]
 fn plan(
     buf: &[u8],
     layout: &Layout,
@@ -274,7 +276,7 @@ fn plan(
                 let len = be16(h, 4) as usize;
                 if len < 8 || len > l4_len(layout)? {
                     return Err(RewriteError::BadLength {
-                        offset: layout.l3_offset as usize,
+                        offset: layout.l3_offset as u32,
                     });
                 }
                 get(buf, l4, len)?;
@@ -289,7 +291,7 @@ fn plan(
             let len = l4_len(layout)?;
             if len < 12 {
                 return Err(RewriteError::BadLength {
-                    offset: layout.l3_offset as usize,
+                    offset: layout.l3_offset as u32,
                 });
             }
             Plan::Sctp { port: port_at, len }

@@ -169,6 +169,7 @@ pub struct Encapsulated {
 ///   packet stays bare.
 ///
 /// On any error the buffer is unchanged.
+#[inline]
 pub fn encap(
     buf: &mut [u8],
     start: usize,
@@ -176,7 +177,7 @@ pub fn encap(
     p: &TunnelParams,
 ) -> Result<Encapsulated, RewriteError> {
     let frame = buf.get(start..).ok_or(RewriteError::Truncated {
-        offset: start,
+        offset: start as u32,
         needed: 0,
     })?;
     let h = ip_header(frame, layout)?;
@@ -228,8 +229,8 @@ pub fn encap(
     }
     if start < overhead {
         return Err(RewriteError::NoHeadroom {
-            needed: overhead,
-            available: start,
+            needed: overhead as u32,
+            available: start as u32,
         });
     }
 
@@ -413,9 +414,12 @@ pub struct Decapsulated {
 /// A fragmented outer packet is [`RewriteError::Incomplete`] (reassemble first); a GUE control
 /// message, a GRE version other than 0, a GRE routing field, or an inner protocol that is not
 /// IP is [`RewriteError::BadTunnel`]. Outer checksums are not verified here.
+#[inline]
 pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> {
     let l4 = layout.l4_offset as usize;
-    let bad = |offset| RewriteError::BadTunnel { offset };
+    let bad = |offset: usize| RewriteError::BadTunnel {
+        offset: offset as u32,
+    };
     let tunnel = layout.tunnel.ok_or(bad(l4))?;
     if !matches!(layout.fragment, Fragment::None | Fragment::Atomic) {
         return Err(RewriteError::Incomplete);
