@@ -64,6 +64,17 @@ fn captures() -> Option<PathBuf> {
     }
 }
 
+/// The captures, sorted by name.
+fn pcap_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Classifies one captured frame: Ethernet (DLT 1) or Linux cooked capture v1 (DLT 113,
 /// 16-byte header with the protocol at bytes 14..16).
 fn classify_frame(link: u32, data: &[u8]) -> Result<Classified, lvs::wire::ParseError> {
@@ -78,12 +89,7 @@ fn classify_frame(link: u32, data: &[u8]) -> Result<Classified, lvs::wire::Parse
 #[test]
 fn every_captured_packet_classifies_or_fails_typed() {
     let Some(dir) = captures() else { return };
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    files.sort();
+    let files = pcap_files(&dir);
     assert_eq!(files.len(), 16, "the README lists 16 captures");
     let (mut ip, mut not_ip, mut errors) = (0, 0, 0);
     for f in &files {
@@ -186,12 +192,7 @@ fn bad(frame: &[u8], ethernet: bool) -> Option<u32> {
 #[test]
 fn every_captured_packet_goes_through_every_rewrite() {
     let Some(dir) = captures() else { return };
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .collect();
-    files.sort();
+    let files = pcap_files(&dir);
     let mut tally: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut record =
         |name: &'static str, before: Option<u32>, after: Result<Option<u32>, String>| {

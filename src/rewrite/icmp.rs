@@ -3,7 +3,7 @@
 
 use core::net::IpAddr;
 
-use super::nat::Dir;
+use super::nat::{Dir, addr_offset};
 use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, put16};
 use crate::flow::{FlowKey, Protocol};
 use crate::wire::checksum::{checksum, fold, pseudo_header_v6, sum, update, update_word};
@@ -131,15 +131,6 @@ fn nat_icmp(
         (4, IpAddr::V4(a)) => nat_icmp_n(buf, layout, info, outer, a.octets(), port, decrement_ttl),
         (6, IpAddr::V6(a)) => nat_icmp_n(buf, layout, info, outer, a.octets(), port, decrement_ttl),
         _ => Err(RewriteError::FamilyMismatch),
-    }
-}
-
-fn addr_offset(v6: bool, dir: Dir) -> usize {
-    match (v6, dir) {
-        (false, Dir::Src) => 12,
-        (false, Dir::Dst) => 16,
-        (true, Dir::Src) => 8,
-        (true, Dir::Dst) => 24,
     }
 }
 

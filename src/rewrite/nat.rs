@@ -105,6 +105,17 @@ pub(super) enum Dir {
     Dst,
 }
 
+/// Offset of the source or destination address in an IPv4 or IPv6 header.
+#[inline(always)]
+pub(super) fn addr_offset(v6: bool, dir: Dir) -> usize {
+    match (v6, dir) {
+        (false, Dir::Src) => 12,
+        (false, Dir::Dst) => 16,
+        (true, Dir::Src) => 8,
+        (true, Dir::Dst) => 24,
+    }
+}
+
 /// What the layer-4 header needs, decided (and bounds-checked) before anything is written.
 enum Plan {
     /// No layer-4 header (a later fragment) or nothing in it depends on the address or port.
@@ -155,13 +166,7 @@ fn rewrite_n<const N: usize>(
     }
     let hlen = h.len();
     let l3 = layout.l3_offset as usize;
-    let addr_at = l3
-        + match (v6, dir) {
-            (false, Dir::Src) => 12,
-            (false, Dir::Dst) => 16,
-            (true, Dir::Src) => 8,
-            (true, Dir::Dst) => 24,
-        };
+    let addr_at = l3 + addr_offset(v6, dir);
     let mut old = [0u8; N];
     old.copy_from_slice(&buf[addr_at..addr_at + N]);
     // The pseudo-header uses the final destination: with segments left in a routing header,
