@@ -18,7 +18,7 @@ use lvs::rewrite::{
     nat_out, write_icmp_error,
 };
 use lvs::wire::checksum::{fold, sum};
-use lvs::wire::{Classified, ClassifyOptions, Layout, LinkType, classify};
+use lvs::wire::{Classified, ClassifyOptions, Fragment, Layout, LinkType, Tunnel, classify};
 use proptest::prelude::*;
 
 const GUE: u16 = 6080;
@@ -142,12 +142,19 @@ proptest! {
         let mut part = whole[..keep].to_vec();
         let rs = rs_addr(s.v6, 9);
         nat_in(&mut whole, &l, rs, port, &NatOptions::default()).unwrap();
-        if let Ok(Classified::Ip(lp)) = classify(&part, link(&s), &ClassifyOptions { gue_port: Some(GUE) }) {
-            nat_in(&mut part, &lp, rs, port, &NatOptions::default()).unwrap();
-            // A UDP checksum of 0 cannot be computed on a cut frame: there it stays 0.
-            if !(matches!(s.l4, L4::Udp { zero_checksum: true }) && !s.v6 && lp.truncated) {
-                prop_assert_eq!(&part[..], &whole[..part.len()]);
-            }
+        // The headers are whole, so the cut frame classifies.
+        let lp = layout_of(&part, link(&s));
+        nat_in(&mut part, &lp, rs, port, &NatOptions::default()).unwrap();
+        if matches!(s.l4, L4::Udp { zero_checksum: true }) && !s.v6 && lp.truncated {
+            // A UDP checksum of 0 cannot be computed on a cut frame: there it stays 0, and
+            // every other byte is the whole frame's rewrite.
+            let c = lp.l4_offset as usize + 6;
+            prop_assert_eq!(&part[c..c + 2], &[0, 0]);
+            let mut w = whole[..part.len()].to_vec();
+            w[c..c + 2].fill(0);
+            prop_assert_eq!(&part[..], &w[..]);
+        } else {
+            prop_assert_eq!(&part[..], &whole[..part.len()]);
         }
     }
 
@@ -344,5 +351,90 @@ proptest! {
             _ => None,
         });
         prop_assert_eq!(got, mss.map(|m| m.min(max)));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4096, .. ProptestConfig::default() })]
+
+    /// A layout is caller data: any layout with any bytes, and no rewrite panics; each either
+    /// succeeds or refuses with the buffer unchanged.
+    #[test]
+    fn forged_layouts_never_panic(
+        buf in prop::collection::vec(any::<u8>(), 0..160),
+        l2 in prop_oneof![Just(0u16), Just(14), Just(18), 0u16..200],
+        l3 in prop_oneof![Just(0u16), Just(14), Just(18), 0u16..200],
+        l4 in 0u16..240,
+        v6 in any::<bool>(),
+        vlan_tags in 0u8..4,
+        proto in prop_oneof![Just(6u8), Just(17), Just(132), Just(1), Just(58), Just(4), Just(41), Just(47), any::<u8>()],
+        ip_len in 0u32..300,
+        fragment in 0u8..4,
+        truncated in any::<bool>(),
+        final_dst in prop::option::of(0u16..200),
+        tunnel in 0u8..5,
+        start in 0usize..80,
+    ) {
+        let l = Layout {
+            l2_len: l2,
+            vlan_tags,
+            ip_version: if v6 { 6 } else { 4 },
+            l3_offset: l3,
+            l4_offset: l4,
+            l4_proto: proto,
+            ip_len,
+            fragment: [Fragment::None, Fragment::First, Fragment::NonFirst, Fragment::Atomic][fragment as usize],
+            truncated,
+            final_dst_offset: final_dst,
+            tunnel: [None, Some(Tunnel::Ipip), Some(Tunnel::Ipv6), Some(Tunnel::Gre), Some(Tunnel::Gue)][tunnel as usize],
+            flow: None,
+        };
+        let a = rs_addr(v6, 1);
+        let check = |name: &str, before: &[u8], after: &[u8], r: Result<(), RewriteError>| {
+            if r.is_err() {
+                assert_eq!(before, after, "{name} changed the buffer and failed");
+            }
+        };
+        let mut f = buf.clone();
+        let r = nat_in(&mut f, &l, a, 80, &NatOptions::default());
+        check("nat_in", &buf, &f, r);
+        let mut f = buf.clone();
+        let r = nat_out(&mut f, &l, a, 80, &NatOptions { checksum: ChecksumMode::Partial, ..Default::default() });
+        check("nat_out", &buf, &f, r);
+        let mut f = buf.clone();
+        let r = dr(&mut f, &l, &DrParams { vlan_id: Some(7), ..DrParams::new([1; 6], [2; 6]) });
+        check("dr", &buf, &f, r);
+        let mut f = buf.clone();
+        let r = clamp_mss(&mut f, &l, 1000, ChecksumMode::Complete).map(|_| ());
+        check("clamp_mss", &buf, &f, r);
+        if let Ok(d) = decap(&buf, &l) {
+            prop_assert!(d.start < d.end && d.end <= buf.len());
+        }
+        if let Ok(info) = icmp_error_info(&buf, &l) {
+            let mut f = buf.clone();
+            let r = nat_icmp_in(&mut f, &l, &info, a, 80, true);
+            check("nat_icmp_in", &buf, &f, r);
+            let mut f = buf.clone();
+            let r = nat_icmp_out(&mut f, &l, &info, a, 80, false);
+            check("nat_icmp_out", &buf, &f, r);
+        }
+        let mut out = vec![0u8; 700];
+        if let Ok(n) = write_icmp_error(&mut out, &buf, &l, IcmpReply::PortUnreachable, a) {
+            prop_assert!(n <= out.len());
+        }
+        for kind in [
+            TunnelKind::Ipip,
+            TunnelKind::Gue { port: GUE, checksum: GueChecksum::Full },
+            TunnelKind::Gre { checksum: true },
+        ] {
+            let mut f = vec![0u8; start];
+            f.extend_from_slice(&buf);
+            let before = f.clone();
+            let r = encap(&mut f, start, &l, &TunnelParams::new(kind, rs_addr(!v6, 1), rs_addr(!v6, 2)));
+            match r {
+                Ok(e) => prop_assert!(e.start < e.end && e.end <= f.len()),
+                Err(_) => prop_assert_eq!(&f, &before),
+            }
+        }
     }
 }

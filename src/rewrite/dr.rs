@@ -79,7 +79,7 @@ pub fn vlan_push(buf: &mut [u8], start: usize, tpid: u16, tci: u16) -> Result<us
             available: start as u32,
         });
     }
-    if buf.len() < start + 14 {
+    if buf.len().saturating_sub(14) < start {
         return Err(RewriteError::Truncated {
             offset: start as u32,
             needed: 14,
@@ -95,7 +95,7 @@ pub fn vlan_push(buf: &mut [u8], start: usize, tpid: u16, tci: u16) -> Result<us
 /// Removes the outermost VLAN tag of the frame at `buf[start..]`. Returns the frame's new
 /// start; every layout offset shrinks by 4.
 pub fn vlan_pop(buf: &mut [u8], start: usize) -> Result<usize, RewriteError> {
-    let Some(h) = buf.get(start..start + 18) else {
+    let Some(h) = start.checked_add(18).and_then(|end| buf.get(start..end)) else {
         return Err(RewriteError::Truncated {
             offset: start as u32,
             needed: 18,

@@ -210,17 +210,52 @@ pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// The IP header at the layout's offset, checked against the layout's version and minimum
-/// header length.
+/// The IP header at the layout's offset, checked against the layout itself and the buffer:
+/// the layout is caller data, so one that does not fit together (a link-layer length that is
+/// not the IP offset, or neither 0 nor a whole Ethernet header; a layer-4 offset inside the IP
+/// header; another IP version in the bytes) is refused here, once for every rewrite.
 #[inline(always)]
 pub(crate) fn ip_header<'a>(buf: &'a [u8], layout: &Layout) -> Result<&'a [u8], RewriteError> {
     let l3 = layout.l3_offset as usize;
     let len = if layout.ip_version == 6 { 40 } else { 20 };
+    let l2 = layout.l2_len as usize;
+    if l2 != l3 || (l2 != 0 && l2 < 14) || (layout.l4_offset as usize) < l3 + len {
+        return Err(RewriteError::LayoutMismatch { offset: l3 as u32 });
+    }
     let h = get(buf, l3, len)?;
     if h[0] >> 4 != layout.ip_version {
         return Err(RewriteError::LayoutMismatch { offset: l3 as u32 });
     }
     Ok(h)
+}
+
+/// The pseudo-header sum of the IP header at `l3` as it now is, with the destination at
+/// `dst_at` (the IPv6 header's, or a routing header's final destination). The caller has
+/// checked the header and `dst_at` lie in the buffer.
+#[inline(always)]
+pub(crate) fn pseudo_header_at(
+    buf: &[u8],
+    l3: usize,
+    v6: bool,
+    dst_at: Option<usize>,
+    proto: u8,
+    len: usize,
+) -> u64 {
+    use crate::wire::checksum::{pseudo_header_v4, pseudo_header_v6};
+    if v6 {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&buf[l3 + 8..l3 + 24]);
+        let dst_at = dst_at.unwrap_or(l3 + 24);
+        d.copy_from_slice(&buf[dst_at..dst_at + 16]);
+        pseudo_header_v6(&s, &d, proto, len as u32)
+    } else {
+        let mut s = [0u8; 4];
+        let mut d = [0u8; 4];
+        s.copy_from_slice(&buf[l3 + 12..l3 + 16]);
+        d.copy_from_slice(&buf[l3 + 16..l3 + 20]);
+        pseudo_header_v4(s, d, proto, len as u16)
+    }
 }
 
 /// Checks that the TTL (hop limit) allows forwarding, without changing it.

@@ -3,10 +3,11 @@
 
 use core::net::IpAddr;
 
-use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, l4_len, put16};
+use super::{
+    RewriteError, apply_ttl, be16, check_ttl, get, ip_header, l4_len, pseudo_header_at, put16,
+};
 use crate::wire::checksum::{
-    apply_delta, apply_delta_partial, crc32c_patch, delta, fold, pseudo_header_v4,
-    pseudo_header_v6, sum, udp_nonzero,
+    apply_delta, apply_delta_partial, crc32c_patch, delta, fold, sum, udp_nonzero,
 };
 use crate::wire::{Fragment, Layout};
 
@@ -126,8 +127,8 @@ enum Plan {
         port: Option<usize>,
         udp: bool,
     },
-    /// UDP whose checksum must be computed from scratch (it was 0).
-    UdpFull { len: usize },
+    /// UDP whose checksum must be computed from scratch (it was 0), after the port.
+    UdpFull { port: usize, len: usize },
     /// UDP with a 0 checksum that cannot be computed (a fragment or a cut frame): port only.
     PortOnly { port: usize },
     /// SCTP: the ports, then the CRC32c over `len` bytes.
@@ -214,8 +215,8 @@ fn rewrite_n<const N: usize>(
             put16(buf, csum, c);
         }
         Plan::PortOnly { port: at } => put16(buf, at, port),
-        Plan::UdpFull { len } => {
-            put16(buf, l4 + if dir == Dir::Src { 0 } else { 2 }, port);
+        Plan::UdpFull { port: at, len } => {
+            put16(buf, at, port);
             let c = udp_checksum(buf, layout, len);
             put16(buf, l4 + 6, c);
         }
@@ -288,7 +289,7 @@ fn plan(
                 if let Some(o) = layout.final_dst_offset {
                     get(buf, o as usize, 16)?;
                 }
-                Plan::UdpFull { len }
+                Plan::UdpFull { port: port_at, len }
             }
         }
         132 => {
@@ -314,29 +315,17 @@ fn plan(
 }
 
 /// The UDP checksum of the whole datagram (`len` bytes from the layer-4 offset as the UDP
-/// length states, all in the buffer, the checksum field zero) with the addresses now in the IP header.
-pub(super) fn udp_checksum(buf: &[u8], layout: &Layout, len: usize) -> u16 {
+/// length states, all in the buffer, the checksum field zero) with the addresses now in the IP
+/// header.
+fn udp_checksum(buf: &[u8], layout: &Layout, len: usize) -> u16 {
     let l4 = layout.l4_offset as usize;
-    let ph = pseudo_header(buf, layout, 17, len);
+    let ph = pseudo_header_at(
+        buf,
+        layout.l3_offset as usize,
+        layout.ip_version == 6,
+        layout.final_dst_offset.map(|o| o as usize),
+        17,
+        len,
+    );
     udp_nonzero(!fold(sum(ph, &buf[l4..l4 + len])))
-}
-
-/// The pseudo-header sum of the packet as it now is (addresses from the header, the final
-/// destination of a routing header).
-pub(super) fn pseudo_header(buf: &[u8], layout: &Layout, proto: u8, len: usize) -> u64 {
-    let l3 = layout.l3_offset as usize;
-    if layout.ip_version == 4 {
-        let mut s = [0u8; 4];
-        let mut d = [0u8; 4];
-        s.copy_from_slice(&buf[l3 + 12..l3 + 16]);
-        d.copy_from_slice(&buf[l3 + 16..l3 + 20]);
-        pseudo_header_v4(s, d, proto, len as u16)
-    } else {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&buf[l3 + 8..l3 + 24]);
-        let dst_at = layout.final_dst_offset.map_or(l3 + 24, |o| o as usize);
-        d.copy_from_slice(&buf[dst_at..dst_at + 16]);
-        pseudo_header_v6(&s, &d, proto, len as u32)
-    }
 }

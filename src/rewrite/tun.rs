@@ -12,9 +12,9 @@
 
 use core::net::IpAddr;
 
-use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, put16};
+use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, pseudo_header_at, put16};
 use crate::flow::FlowKey;
-use crate::wire::checksum::{checksum, fold, pseudo_header_v4, pseudo_header_v6, sum, udp_nonzero};
+use crate::wire::checksum::{checksum, fold, sum, udp_nonzero};
 use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Fragment, Layout, Tunnel};
 
 /// The tunnel a real server expects (`ipvsadm --tun-type`).
@@ -324,7 +324,7 @@ pub fn encap(
             put16(udp, 6, 0);
             udp[8..12].copy_from_slice(&[0, inner_proto, 0, 0]);
             if c == GueChecksum::Full {
-                let ph = outer_pseudo(buf, o, outer_v6, 17, after_ip);
+                let ph = pseudo_header_at(buf, o, outer_v6, None, 17, after_ip);
                 let c = udp_nonzero(!fold(sum(ph, &buf[t..end])));
                 put16(buf, t + 6, c);
             }
@@ -356,22 +356,6 @@ pub fn encap(
 enum Outer {
     V4([u8; 4], [u8; 4]),
     V6([u8; 16], [u8; 16]),
-}
-
-fn outer_pseudo(buf: &[u8], o: usize, v6: bool, proto: u8, len: usize) -> u64 {
-    if v6 {
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&buf[o + 8..o + 24]);
-        d.copy_from_slice(&buf[o + 24..o + 40]);
-        pseudo_header_v6(&s, &d, proto, len as u32)
-    } else {
-        let mut s = [0u8; 4];
-        let mut d = [0u8; 4];
-        s.copy_from_slice(&buf[o + 12..o + 16]);
-        d.copy_from_slice(&buf[o + 16..o + 20]);
-        pseudo_header_v4(s, d, proto, len as u16)
-    }
 }
 
 fn hashed_source(src: IpAddr, bits: u8, hash: u32) -> IpAddr {
