@@ -541,6 +541,18 @@ impl DestSet {
         Some(self.rev.len() - 1 - d.rev as usize)
     }
 
+    /// The id of the destination in slot `index` (linked or in the trash), if the slot is in
+    /// use. A connection table that stores only slot indexes resolves them with this: a slot
+    /// cannot be reused while a connection still references its destination.
+    pub fn id_at(&self, index: usize) -> Option<DestId> {
+        let slot = self.slots.get(index)?;
+        slot.dest.as_ref()?;
+        Some(DestId {
+            index: index as u32,
+            generation: slot.generation,
+        })
+    }
+
     fn slot_id(&self, index: u32) -> DestId {
         DestId {
             index,

@@ -8,6 +8,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod config;
+pub mod conn;
 pub mod dest;
 pub mod flow;
 pub mod rewrite;
