@@ -21,7 +21,7 @@
 //! - **Accounting**: binding a connection counts it on its real server as inactive; TCP and SCTP
 //!   state changes move it between the active and inactive counters; expiry releases it. The
 //!   counters live with the real servers ([`DestAccounting`], implemented by
-//!   [`Pool`](crate::sched::Pool)), so lc, wlc and the others see true load and `OVERLOAD`.
+//!   [`Pool`]), so lc, wlc and the others see true load and `OVERLOAD`.
 //! - **Persistence templates** (§4.3): client network by netmask or IPv6 prefix, port-0 and
 //!   fwmark services, refreshed on use, invalidated when their real server is gone or (with
 //!   `expire_quiescent_template`) quiesced; a template outlives its deadline while it still
