@@ -841,6 +841,17 @@ fn evict_one<A: Addr>(
     if policy == FullPolicy::Refuse {
         return false;
     }
+    if policy == FullPolicy::DropEntry {
+        while let Some(id) = t.pop_recent() {
+            if t.entry(id).is_some_and(|e| {
+                !e.is(flag::TEMPLATE) && state_of(e).is_half_open() && !dead(e, now)
+            }) {
+                remove_entry(t, sh, acct, id, now);
+                sh.stats.evicted += 1;
+                return true;
+            }
+        }
+    }
     let mut examined = 0;
     let mut inactive = None;
     let mut half_open = None;
@@ -989,10 +1000,14 @@ fn packet_family<A: Addr>(
             }
         }
     }
+    let entered_half_open = to != from && after.is_half_open();
     let tmpl = e.ctl();
     let assure = code == TCP && after == ConnState::Tcp(TcpState::Established) && tmpl != 0;
     let d = now.wrapping_add(sh.timeout(code, to));
     t.set_deadline(id, d);
+    if entered_half_open {
+        t.push_recent(id);
+    }
     if assure && let Some(te) = t.entry_mut(tmpl - 1) {
         te.set_state(1);
     }

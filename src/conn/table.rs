@@ -33,7 +33,7 @@ const MARK: u32 = 0xFF_0000;
 const LINK: u32 = 0xFF_FFFF;
 pub(crate) const NONE: u32 = u32::MAX;
 const SLOTS: usize = 16;
-const MAX_KICKS: usize = 32;
+const MAX_KICKS: usize = 64;
 
 /// IPVS connection flag values (ipvs.md §1.2) and two of our own in the spare bits.
 pub(crate) mod flag {
@@ -269,6 +269,11 @@ pub(crate) struct Table<A> {
     /// Next tick the wheel processes.
     pub cursor: u32,
     kick: u32,
+    /// Ring of ids that recently entered a half-open state, oldest first, for the drop-entry
+    /// policy (a burst of SYNs all sits a few seconds ahead of the wheel's cursor).
+    recent: Vec<u32>,
+    recent_head: u32,
+    recent_len: u32,
 }
 
 impl<A: Addr> Table<A> {
@@ -311,6 +316,9 @@ impl<A: Addr> Table<A> {
             mask: slots - 1,
             cursor: start_tick,
             kick: 0,
+            recent: vec![NONE; (capacity / 8).clamp(64, 4096) as usize],
+            recent_head: 0,
+            recent_len: 0,
         }
     }
 
@@ -326,7 +334,30 @@ impl<A: Addr> Table<A> {
     pub fn memory_bytes(&self) -> usize {
         self.entries.len() * core::mem::size_of::<Entry<A>>()
             + self.buckets.len() * core::mem::size_of::<Bucket>()
-            + (self.heads.len() + self.tails.len()) * 4
+            + (self.heads.len() + self.tails.len() + self.recent.len()) * 4
+    }
+
+    /// Remembers that `id` entered a half-open state; the oldest memory is overwritten.
+    pub fn push_recent(&mut self, id: u32) {
+        let n = self.recent.len() as u32;
+        let at = (self.recent_head + self.recent_len) % n;
+        self.recent[at as usize] = id;
+        if self.recent_len < n {
+            self.recent_len += 1;
+        } else {
+            self.recent_head = (self.recent_head + 1) % n;
+        }
+    }
+
+    /// The oldest remembered half-open id (it may have moved on since).
+    pub fn pop_recent(&mut self) -> Option<u32> {
+        if self.recent_len == 0 {
+            return None;
+        }
+        let id = self.recent[self.recent_head as usize];
+        self.recent_head = (self.recent_head + 1) % self.recent.len() as u32;
+        self.recent_len -= 1;
+        Some(id)
     }
 
     pub fn wheel_slots(&self) -> u32 {
@@ -481,9 +512,13 @@ impl<A: Addr> Table<A> {
         let mut path = [(0u32, 0u8); MAX_KICKS];
         let mut cur = val;
         let mut b = if self.kick & 1 == 0 { p.b1 } else { p.b2 };
-        for (i, step) in path.iter_mut().enumerate() {
-            self.kick = self.kick.wrapping_add(7);
-            let s = ((self.kick as usize) + i) % SLOTS;
+        for step in path.iter_mut() {
+            // A small LCG picks the victim slot: deterministic, and never stuck on a few slots.
+            self.kick = self
+                .kick
+                .wrapping_mul(1_664_525)
+                .wrapping_add(1_013_904_223);
+            let s = (self.kick >> 28) as usize % SLOTS;
             let victim = self.buckets[b as usize].0[s];
             self.buckets[b as usize].0[s] = cur;
             *step = (b, s as u8);
@@ -719,5 +754,45 @@ mod tests {
         assert_eq!(t.len(), cap);
         let e = Entry::<u32>::default();
         assert_eq!(t.insert(e, 1, 0), Err(InsertFail::Full));
+    }
+}
+
+#[cfg(test)]
+mod churn_tests {
+    use super::*;
+
+    #[test]
+    fn churn_at_capacity_never_runs_out_of_index_room() {
+        let cap = 20_000u32;
+        let mut t = Table::<u32>::new(cap, [5, 6], 0);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut live: Vec<(u32, u64)> = Vec::new();
+        let mut fails = 0;
+        for round in 0..(10 * cap) {
+            if live.len() as u32 == cap {
+                let i = (next() % cap as u64) as usize;
+                let (id, h) = live.swap_remove(i);
+                t.remove(id, h).unwrap();
+            }
+            let r = next();
+            let e = Entry::<u32> {
+                caddr: (0x0b00_0000 + round / 60_000),
+                cport: (1024 + round % 60_000) as u16,
+                deadline: r as u32,
+                ..Entry::default()
+            };
+            let h = t.hash_conn(1, e.caddr, e.cport);
+            match t.insert(e, 1, h) {
+                Ok(id) => live.push((id, h)),
+                Err(_) => fails += 1,
+            }
+        }
+        assert_eq!(fails, 0);
     }
 }
