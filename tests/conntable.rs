@@ -14,7 +14,7 @@ use lvs::conn::{
 };
 use lvs::flow::{FlowKey, Protocol};
 use lvs::sched::Pool;
-use lvs::service::{Services, VirtualService};
+use lvs::service::Services;
 use lvs::time::Instant;
 
 const SYN: TcpFlags = TcpFlags::SYN;
