@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use lvs::config::{ServiceKey, parse};
 use lvs::conn::{
@@ -315,8 +314,7 @@ proptest! {
         let mut model = Model { svcs: services(), conns: BTreeMap::new(), now: start };
         let svcs = services();
         let key = svcs.iter().next().unwrap().key();
-        let mut cfg = ConnConfig::default();
-        cfg.capacity_v4 = 64;
+        let cfg = ConnConfig { capacity_v4: 64, ..ConnConfig::default() };
         let mut real = Real { svcs, key, table: ConnTable::new(cfg, Instant::from_millis(start)) };
         let mut removed = [false; 3];
         for (step, op) in ops.iter().enumerate() {
@@ -355,6 +353,5 @@ proptest! {
             }
             compare(&real, &mut model, step)?;
         }
-        let _ = Duration::ZERO;
     }
 }
