@@ -1184,51 +1184,59 @@ impl ConnTable {
         const B: usize = 32;
         let tick = ticks(now) as u32;
         for (keys, out) in keys.chunks(B).zip(out.chunks_mut(B)) {
+            let n = keys.len().min(out.len());
             let mut parts4 = [None::<Parts<u32>>; B];
-            let mut probes = [None; B];
+            let mut b1 = [0u32; B];
+            let mut tags = [0u32; B];
+            let mut first = [table::NONE; B];
             let mut masks = [0u32; B];
-            let mut sink = 0u32;
-            for (i, k) in keys.iter().enumerate() {
-                if let Some(p) = parts::<u32>(k) {
+            // Hash every key first (arithmetic only)...
+            for i in 0..n {
+                if let Some(p) = parts::<u32>(&keys[i]) {
                     let probe = self.v4.probe(self.v4.hash_conn(p.code, p.c, p.cp));
-                    sink ^= self.v4.touch_bucket(&probe);
+                    b1[i] = probe.first();
+                    tags[i] = probe.tag();
                     parts4[i] = Some(p);
-                    probes[i] = Some(probe);
                 }
             }
-            for i in 0..keys.len() {
-                if let Some(p) = &probes[i] {
-                    let (b1, tag) = (self.v4_b1(p), self.v4_tag(p));
-                    let m = self.v4.candidates(b1, tag);
-                    masks[i] = m;
-                    if m != 0 {
-                        sink ^= self.v4.touch_entry(self.v4.slot_id(b1, m.trailing_zeros()));
-                    }
+            // ...then start every bucket load in a tight loop, so the misses of all keys are in
+            // flight together instead of one key's hashing filling the reorder buffer...
+            let mut sink = 0u32;
+            for &b in &b1[..n] {
+                sink ^= self.v4.touch_bucket_at(b);
+            }
+            // ...then the candidate entries, the same way...
+            for i in 0..n {
+                let m = self.v4.candidates(b1[i], tags[i]);
+                masks[i] = m;
+                if m != 0 {
+                    first[i] = self.v4.slot_id(b1[i], m.trailing_zeros());
                 }
             }
-            for (i, k) in keys.iter().enumerate() {
-                out[i] = match (&parts4[i], &probes[i]) {
-                    (Some(p), Some(probe)) => {
-                        let hit = self.v4.find_from(probe, masks[i], |e| in_match(e, p, tick));
-                        match hit {
+            for &id in &first[..n] {
+                sink ^= self.v4.touch_entry(id);
+            }
+            // ...and compare.
+            for i in 0..n {
+                out[i] = match &parts4[i] {
+                    Some(p) => {
+                        let probe = self.v4.probe_of(b1[i], tags[i]);
+                        match self
+                            .v4
+                            .find_from(&probe, masks[i], |e| in_match(e, p, tick))
+                        {
                             Some(id) => Some(ConnId::new(false, id)),
-                            None if p.cp != 0 && self.sh.no_cport[0] > 0 => self.lookup_in(k, now),
+                            None if p.cp != 0 && self.sh.no_cport[0] > 0 => {
+                                self.lookup_in(&keys[i], now)
+                            }
                             None => None,
                         }
                     }
-                    _ => self.lookup_in(k, now),
+                    None => self.lookup_in(&keys[i], now),
                 };
             }
             core::hint::black_box(sink);
         }
-    }
-
-    fn v4_b1(&self, p: &table::Probe) -> u32 {
-        p.first()
-    }
-
-    fn v4_tag(&self, p: &table::Probe) -> u32 {
-        p.tag()
     }
 
     /// IPVS out lookup (real server to client, NAT replies): `key` is the reply as it travels,

@@ -119,22 +119,25 @@ impl Addr for u128 {
     }
 }
 
-/// One entry. Field packing (high byte of three link words) keeps an IPv4 entry at 56 bytes.
+/// One entry. Field packing (high byte of three link words) keeps an IPv4 entry at 56 bytes;
+/// `repr(C)` keeps what an in lookup compares (client and virtual address and port, flags,
+/// expiry, protocol) in the first 24 bytes, so it rarely straddles two cache lines.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 pub(crate) struct Entry<A> {
     pub caddr: A,
     pub vaddr: A,
-    pub daddr: A,
     pub cport: u16,
     pub vport: u16,
-    pub dport: u16,
     pub flags: u16,
+    pub dport: u16,
     /// Expiry tick (milliseconds, modulo 2^32).
     pub deadline: u32,
-    /// Caller's destination handle, `NONE` if unknown.
-    pub dest: u32,
     /// Wheel prev link (24) | state (4) << 24 | protocol code (3) << 28.
     pub prev: u32,
+    pub daddr: A,
+    /// Caller's destination handle, `NONE` if unknown.
+    pub dest: u32,
     /// Wheel next link (24) | in_bytes bits 32..40 << 24.
     pub next: u32,
     /// Template id + 1 for a connection (0 = none), controlled count for a template (24) |
@@ -416,17 +419,29 @@ impl<A: Addr> Table<A> {
         }
     }
 
-    /// Touches the first candidate bucket of a key so a batch of lookups overlaps its cache
-    /// misses; returns a value to keep the load alive.
+    /// Touches bucket `b` so a batch of lookups overlaps its cache misses; returns a value to
+    /// keep the load alive.
     #[inline(always)]
-    pub fn touch_bucket(&self, p: &Probe) -> u32 {
-        self.buckets[p.b1 as usize].0[0]
+    pub fn touch_bucket_at(&self, b: u32) -> u32 {
+        self.buckets.get(b as usize).map_or(0, |x| x.0[0])
     }
 
-    /// Touches an entry (see [`Table::touch_bucket`]).
+    /// The probe of a key whose first bucket and tag are known.
+    #[inline(always)]
+    pub fn probe_of(&self, b1: u32, tag: u32) -> Probe {
+        Probe {
+            b1,
+            b2: self.alt_bucket(b1, tag),
+            tag,
+        }
+    }
+
+    /// Touches an entry (a load whose miss overlaps others').
     #[inline(always)]
     pub fn touch_entry(&self, id: u32) -> u32 {
-        self.entries.get(id as usize).map_or(0, |e| e.deadline)
+        self.entries
+            .get(id as usize)
+            .map_or(0, |e| e.caddr.words().0 as u32 ^ e.prev)
     }
 
     /// Candidate ids in the first bucket as a bit mask (branch-free), for batched lookups.
