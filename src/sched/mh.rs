@@ -20,7 +20,7 @@ use core::net::IpAddr;
 
 use crate::dest::{DestEvent, DestId, DestSet};
 use crate::flow::FlowKey;
-use crate::sched::fill::Filler;
+use crate::sched::fill::{Filler, WORDS_SMALL};
 use crate::sched::hash::{MH_HASH1, MH_HASH2, SipKey, fls, fold, gcd, hsiphash_u32};
 use crate::sched::sh::hashed_port;
 use crate::sched::{SchedError, SchedFlags, Scheduler};
@@ -227,39 +227,51 @@ impl MhTable {
 /// next free one along its permutation. `perm` stays on the last slot claimed, as the kernel's.
 fn populate(slots: &mut [u32], perms: &[MhPermutation]) {
     let m = slots.len() as u32;
-    let mut filler = Filler::new(m);
+    // Every kernel size fits the small bitmap (131071 slots at most).
+    let mut filler = Filler::<WORDS_SMALL>::new(m);
     let mut perm: Vec<u32> = perms.iter().map(|p| p.offset).collect();
+    let max_turns = perms.iter().map(|p| p.turns).max().unwrap_or(0);
+    let mut run = vec![0u32; max_turns as usize];
+    // While at least one slot in RUN_MIN is free, a server's turns are claimed in one
+    // branch-free walk (see `Filler::claim_run`); after that, one claim at a time.
+    let run_min = m / RUN_MIN;
     let mut n = 0u32;
-    let mut dt_count = 0u32;
     loop {
-        let mut j = 0;
-        while j < perms.len() {
-            let p = &perms[j];
+        for (j, p) in perms.iter().enumerate() {
             if p.turns < 1 {
-                j += 1;
                 continue;
             }
-            let c = filler.claim(perm[j], p.skip);
-            // The kernel leaves `perm` on the slot just taken; starting one step on finds the
-            // same next free slot with one probe less.
-            perm[j] = if c + p.skip >= m {
-                c + p.skip - m
+            // The kernel stops as soon as the table is full.
+            let want = p.turns.min(m - n);
+            if filler.budget() >= run_min.max(want) {
+                let run = &mut run[..want as usize];
+                perm[j] = filler.claim_run(perm[j], p.skip, run);
+                for &c in run.iter() {
+                    slots[c as usize] = j as u32;
+                }
             } else {
-                c + p.skip
-            };
-            slots[c as usize] = j as u32;
-            n += 1;
+                for _ in 0..want {
+                    let c = filler.claim(perm[j], p.skip);
+                    // The kernel leaves `perm` on the slot just taken; starting one step on
+                    // finds the same next free slot with one probe less.
+                    perm[j] = if c + p.skip >= m {
+                        c + p.skip - m
+                    } else {
+                        c + p.skip
+                    };
+                    slots[c as usize] = j as u32;
+                }
+            }
+            n += want;
             if n == m {
                 return;
-            }
-            dt_count += 1;
-            if dt_count >= p.turns {
-                dt_count = 0;
-                j += 1;
             }
         }
     }
 }
+
+/// `populate` walks branch-free while at least one slot in `RUN_MIN` is free.
+const RUN_MIN: u32 = 12;
 
 /// IPVS Maglev-hashing scheduler.
 #[derive(Clone, Debug)]
