@@ -694,8 +694,8 @@ fn find_in<A: Addr>(t: &Table<A>, k: &Parts<A>, now: u32, no_cport: u32) -> Opti
 }
 
 /// An entry with the same in key, dead or alive (to reap before inserting).
-fn find_same<A: Addr>(t: &Table<A>, k: &Parts<A>) -> Option<u32> {
-    let p = t.probe(t.hash_conn(k.code, k.c, k.cp));
+fn find_same<A: Addr>(t: &Table<A>, k: &Parts<A>, h: u64) -> Option<u32> {
+    let p = t.probe(h);
     t.find(&p, |e| {
         e.caddr == k.c
             && e.cport == k.cp
@@ -724,6 +724,17 @@ fn rearm_template(deadline: u32, now: u32) -> u32 {
     deadline.wrapping_add((late / TEMPLATE_RETRY_MS + 1).wrapping_mul(TEMPLATE_RETRY_MS))
 }
 
+/// The real-server counter an entry occupies.
+fn conn_kind<A: Addr>(e: &Entry<A>) -> ConnKind {
+    if e.is(flag::TEMPLATE) {
+        ConnKind::Template
+    } else if e.is(flag::INACTIVE) {
+        ConnKind::Inactive
+    } else {
+        ConnKind::Active
+    }
+}
+
 /// Frees an entry and does its accounting (IPVS `ip_vs_conn_expire` after the timer fired).
 fn remove_entry<A: Addr>(
     t: &mut Table<A>,
@@ -736,14 +747,7 @@ fn remove_entry<A: Addr>(
     let h = entry_hash(t, &e);
     t.remove(id, h)?;
     if e.dest != NONE {
-        let kind = if e.is(flag::TEMPLATE) {
-            ConnKind::Template
-        } else if e.is(flag::INACTIVE) {
-            ConnKind::Inactive
-        } else {
-            ConnKind::Active
-        };
-        acct.unbind(DestRef(e.dest), kind);
+        acct.unbind(DestRef(e.dest), conn_kind(&e));
     }
     if e.is(flag::NO_CPORT) {
         sh.no_cport[A::V6 as usize] = sh.no_cport[A::V6 as usize].saturating_sub(1);
@@ -927,14 +931,7 @@ fn insert_family<A: Addr>(
     };
     sh.stats.inserted += 1;
     if e.dest != NONE {
-        let kind = if e.is(flag::TEMPLATE) {
-            ConnKind::Template
-        } else if e.is(flag::INACTIVE) {
-            ConnKind::Inactive
-        } else {
-            ConnKind::Active
-        };
-        acct.bind(DestRef(e.dest), kind);
+        acct.bind(DestRef(e.dest), conn_kind(&e));
     }
     if e.is(flag::NO_CPORT) {
         sh.no_cport[A::V6 as usize] += 1;
@@ -1715,7 +1712,8 @@ fn insert_conn<A: Addr>(
         cp: if no_cport { 0 } else { k.cp },
         ..*k
     };
-    if let Some(old) = find_same(t, &k) {
+    let h = t.hash_conn(k.code, k.c, k.cp);
+    if let Some(old) = find_same(t, &k, h) {
         let e = t.entry(old).ok_or(ConnError::Unknown)?;
         if !dead(e, now) {
             sh.stats.refused_exists += 1;
@@ -1747,7 +1745,6 @@ fn insert_conn<A: Addr>(
         ..Entry::default()
     };
     e.set_proto_pub(k.code);
-    let h = t.hash_conn(k.code, k.c, k.cp);
     insert_family(t, sh, acct, e, template, h, now)
 }
 
