@@ -221,8 +221,8 @@ fn dr_connections_run_on_the_input_only_table() {
     r.client(&k, Segment::Tcp(FIN)).unwrap();
     assert_eq!(r.conn(id).state, ConnState::Tcp(TcpState::FinWait));
     assert_eq!(r.expires_in(id), Duration::from_secs(120));
-    // No reply ever matches a DR connection's out direction... unless one is seen, which
-    // clears NOOUTPUT as in the kernel.
+    // The out lookup finds DR connections too, as IPVS's does; rewriting a reply is for NAT
+    // only, which the director decides from the forwarding method.
     assert!(r.table.lookup_out(&reply(&c), r.now).is_some());
 }
 
@@ -847,8 +847,12 @@ fn expire_does_bounded_work_and_catches_up() {
     // ...and expire frees them a bounded amount at a time.
     let mut calls = 0;
     let mut expired = 0;
+    let mut told = 0u32;
     loop {
-        let r = t.expire(&mut (), later, 1000);
+        let r = t.expire_with(&mut (), later, 1000, |c| {
+            assert_eq!(c.state, ConnState::Tcp(TcpState::SynRecv));
+            told += 1;
+        });
         assert!(r.work <= 1000);
         expired += r.expired;
         calls += 1;
@@ -857,6 +861,7 @@ fn expire_does_bounded_work_and_catches_up() {
         }
     }
     assert_eq!(expired, 5000);
+    assert_eq!(told, 5000);
     assert!(calls >= 5, "{calls}");
     assert!(t.is_empty());
     assert_eq!(t.stats().expired, 5000);

@@ -41,7 +41,7 @@
 //!   half-open entries first (the default), so a SYN flood cannot push out established
 //!   connections.
 //! - **Keyed hashing** with a caller-chosen seed and **flat storage**: 56 bytes per IPv4 entry
-//!   plus 4.5 bytes of index and under 1 byte of timer wheel ([`ConnTable::memory`]).
+//!   plus 4.5 bytes of index and 0.5 to 1.5 bytes of timer wheel and half-open ring ([`ConnTable::memory`]).
 //! - **Batch lookups** ([`ConnTable::lookup_in_batch`]) that overlap the cache misses of up to
 //!   32 keys.
 //!
@@ -668,16 +668,21 @@ fn parts<A: Addr>(key: &FlowKey) -> Option<Parts<A>> {
     })
 }
 
+/// A connection (not a template) with exactly this in key, dead or alive.
 #[inline(always)]
-fn in_match<A: Addr>(e: &Entry<A>, k: &Parts<A>, now: u32) -> bool {
+fn same_key<A: Addr>(e: &Entry<A>, k: &Parts<A>) -> bool {
     e.caddr == k.c
         && e.cport == k.cp
         && e.vaddr == k.v
         && e.vport == k.vp
         && e.proto() == k.code
         && e.flags & (flag::TEMPLATE | flag::IN_USE) == flag::IN_USE
-        && (k.cp == 0) == e.is(flag::NO_CPORT)
-        && !dead(e, now)
+}
+
+/// IPVS in-lookup match: the key, the NO_CPORT rule, and alive.
+#[inline(always)]
+fn in_match<A: Addr>(e: &Entry<A>, k: &Parts<A>, now: u32) -> bool {
+    same_key(e, k) && (k.cp == 0) == e.is(flag::NO_CPORT) && !dead(e, now)
 }
 
 fn find_in<A: Addr>(t: &Table<A>, k: &Parts<A>, now: u32, no_cport: u32) -> Option<u32> {
@@ -695,15 +700,7 @@ fn find_in<A: Addr>(t: &Table<A>, k: &Parts<A>, now: u32, no_cport: u32) -> Opti
 
 /// An entry with the same in key, dead or alive (to reap before inserting).
 fn find_same<A: Addr>(t: &Table<A>, k: &Parts<A>, h: u64) -> Option<u32> {
-    let p = t.probe(h);
-    t.find(&p, |e| {
-        e.caddr == k.c
-            && e.cport == k.cp
-            && e.vaddr == k.v
-            && e.vport == k.vp
-            && e.proto() == k.code
-            && e.flags & (flag::TEMPLATE | flag::IN_USE) == flag::IN_USE
-    })
+    t.find(&t.probe(h), |e| same_key(e, k))
 }
 
 /// The key of a persistence template (ipvs.md §4.3).
@@ -777,7 +774,7 @@ fn expire_family<A: Addr>(
     now: u32,
     budget: &mut u32,
     report: &mut ExpireReport,
-    on_expired: &mut impl FnMut(&Conn),
+    on_expired: &mut Option<&mut dyn FnMut(&Conn)>,
 ) -> bool {
     if !at_or_after(now, t.cursor) {
         return true;
@@ -815,11 +812,14 @@ fn expire_family<A: Addr>(
                     }
                     t.relink(id);
                 } else {
-                    let v = view(sh, id, &e);
+                    // Snapshot only for a caller who asked: churn pays for nothing else.
+                    let v = on_expired.as_ref().map(|_| view(sh, id, &e));
                     remove_entry(t, sh, acct, id, now);
                     sh.stats.expired += 1;
                     report.expired += 1;
-                    on_expired(&v);
+                    if let (Some(f), Some(v)) = (on_expired.as_mut(), v) {
+                        f(&v);
+                    }
                 }
             } else {
                 t.relink(id);
@@ -908,7 +908,7 @@ fn insert_family<A: Addr>(
     if t.len() >= t.capacity() {
         let mut budget = EVICT_SCAN;
         let mut r = ExpireReport::default();
-        expire_family(t, sh, acct, now, &mut budget, &mut r, &mut |_| {});
+        expire_family(t, sh, acct, now, &mut budget, &mut r, &mut None);
         if t.len() >= t.capacity() && !evict_one(t, sh, acct, now) {
             sh.stats.refused_full += 1;
             return Err(ConnError::Full);
@@ -967,7 +967,7 @@ fn packet_family<A: Addr>(
     let to = match (code, seg) {
         (TCP, Segment::Tcp(f)) => {
             let s = TcpState::from_u8(from).unwrap_or(TcpState::None);
-            tcp_next_state(s, dir, no_output, f, secure) as u8
+            state::tcp_next(s, dir, no_output, f, secure) as u8
         }
         (SCTP, Segment::Sctp(ev)) => {
             let s = SctpState::from_u8(from).unwrap_or(SctpState::None);
@@ -1012,16 +1012,6 @@ fn packet_family<A: Addr>(
         from: before,
         to: after,
     })
-}
-
-fn tcp_next_state(
-    s: TcpState,
-    dir: Direction,
-    no_output: bool,
-    f: TcpFlags,
-    secure: bool,
-) -> TcpState {
-    state::tcp_next(s, dir, no_output, f, secure)
 }
 
 /// Dispatches to the family table of a flow key (`$v6`) with `$t` bound to it and `$sh` to the
@@ -1425,7 +1415,7 @@ impl ConnTable {
         now: Instant,
         budget: u32,
     ) -> ExpireReport {
-        self.expire_with(acct, now, budget, |_| {})
+        self.expire_inner(acct, now, budget, None)
     }
 
     /// [`ConnTable::expire`], calling `on_expired` with each entry freed (to tell a sync
@@ -1436,6 +1426,16 @@ impl ConnTable {
         now: Instant,
         budget: u32,
         mut on_expired: impl FnMut(&Conn),
+    ) -> ExpireReport {
+        self.expire_inner(acct, now, budget, Some(&mut on_expired))
+    }
+
+    fn expire_inner(
+        &mut self,
+        acct: &mut (impl DestAccounting + ?Sized),
+        now: Instant,
+        budget: u32,
+        mut on_expired: Option<&mut dyn FnMut(&Conn)>,
     ) -> ExpireReport {
         let tick = self.sh.tick(now);
         let mut budget = budget;
@@ -1744,7 +1744,7 @@ fn insert_conn<A: Addr>(
         dest: new.dest.map_or(NONE, |d| d.0),
         ..Entry::default()
     };
-    e.set_proto_pub(k.code);
+    e.set_proto(k.code);
     insert_family(t, sh, acct, e, template, h, now)
 }
 
@@ -1777,7 +1777,7 @@ fn insert_template<A: Addr>(
         dest: dest.0,
         ..Entry::default()
     };
-    e.set_proto_pub(code);
+    e.set_proto(code);
     let h = t.hash_template(code, snet, v, key.vport);
     Ok(insert_family(t, sh, acct, e, None, h, now)?)
 }

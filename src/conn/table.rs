@@ -162,10 +162,7 @@ impl<A: Addr> Entry<A> {
     pub fn proto(&self) -> u8 {
         ((self.prev >> 28) & 0x7) as u8
     }
-    pub fn set_proto_pub(&mut self, p: u8) {
-        self.set_proto(p);
-    }
-    fn set_proto(&mut self, p: u8) {
+    pub fn set_proto(&mut self, p: u8) {
         self.prev = (self.prev & !0x7000_0000) | ((p as u32 & 0x7) << 28);
     }
     #[inline(always)]
