@@ -470,6 +470,12 @@ impl DestSet {
         self.slots.len()
     }
 
+    /// Slots holding a destination, linked or in the trash (the trash keeps a removed
+    /// destination while connections reference it).
+    pub fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     /// The destination behind `id`, linked or in the trash; `None` for a stale id.
     #[inline]
     pub fn get(&self, id: DestId) -> Option<&Dest> {

@@ -10,6 +10,7 @@ extern crate std;
 pub mod config;
 pub mod conn;
 pub mod dest;
+pub mod director;
 pub mod flow;
 pub mod rewrite;
 pub mod sched;

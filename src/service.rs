@@ -7,11 +7,13 @@
 //! the port-0 service of that VIP.
 
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::fmt;
 use core::net::IpAddr;
 
 use crate::config::{Command, ServiceKey, ServiceOptions};
-use crate::dest::ForwardMethod;
+use crate::conn::{DestAccounting, DestRef, DestStatus};
+use crate::dest::{ConnKind, DestError, ForwardMethod};
 use crate::flow::Protocol;
 use crate::sched::{Pool, SchedConfig, SchedError};
 
@@ -57,6 +59,8 @@ pub enum ServiceError {
     MixedFamily(ServiceKey),
     /// The scheduler or the destination set refused.
     Sched(SchedError),
+    /// Every one of the [`MAX_SERVICES`] service numbers is in use.
+    TooMany,
 }
 
 impl From<SchedError> for ServiceError {
@@ -78,6 +82,7 @@ impl fmt::Display for ServiceError {
                 "real server of another address family in {k}: only tunnelling (-i) allows it"
             ),
             ServiceError::Sched(e) => fmt::Display::fmt(e, f),
+            ServiceError::TooMany => write!(f, "more than {MAX_SERVICES} services"),
         }
     }
 }
@@ -85,12 +90,32 @@ impl fmt::Display for ServiceError {
 impl core::error::Error for ServiceError {}
 
 /// Every virtual service of a director.
+///
+/// Each service has a *number* (`0..=65535`), stable for its life and never reused while a
+/// connection still references one of its real servers: the connection table stores
+/// [`DestRef`]s (service number and real-server slot), and `Services` is the
+/// [`DestAccounting`] that resolves them. A deleted service (`-D`, `-C`) leaves the lookup at
+/// once, its real servers become unavailable (so its connections' packets are dropped, as
+/// IPVS drops them once the destinations are gone), and its number is freed when its last
+/// connection is.
 #[derive(Debug, Default)]
 pub struct Services {
-    services: BTreeMap<ServiceKey, VirtualService>,
+    index: BTreeMap<ServiceKey, u16>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u16>,
     sched: SchedConfig,
     timeouts: Option<(u32, u32, u32)>,
+    generation: u64,
 }
+
+#[derive(Debug)]
+struct Slot {
+    svc: VirtualService,
+    linked: bool,
+}
+
+/// Most services a [`Services`] holds at once (service numbers are 16 bits).
+pub const MAX_SERVICES: usize = 1 << 16;
 
 fn is_v6(key: &ServiceKey) -> bool {
     match key {
@@ -103,35 +128,80 @@ impl Services {
     /// No services; schedulers built with `sched` settings (table sizes, seeds).
     pub fn new(sched: SchedConfig) -> Self {
         Services {
-            services: BTreeMap::new(),
             sched,
-            timeouts: None,
+            ..Services::default()
         }
     }
 
     /// The service with this key.
     pub fn get(&self, key: &ServiceKey) -> Option<&VirtualService> {
-        self.services.get(key)
+        self.by_number(*self.index.get(key)?)
     }
 
     /// The same, mutable.
     pub fn get_mut(&mut self, key: &ServiceKey) -> Option<&mut VirtualService> {
-        self.services.get_mut(key)
+        let n = *self.index.get(key)?;
+        self.by_number_mut(n)
     }
 
-    /// Every service, in key order.
+    /// The number of the service with this key.
+    pub fn number(&self, key: &ServiceKey) -> Option<u16> {
+        self.index.get(key).copied()
+    }
+
+    /// The service (linked, or deleted but still referenced by connections) with this number.
+    #[inline]
+    pub fn by_number(&self, n: u16) -> Option<&VirtualService> {
+        self.slots.get(n as usize)?.as_ref().map(|s| &s.svc)
+    }
+
+    /// The same, mutable.
+    #[inline]
+    pub fn by_number_mut(&mut self, n: u16) -> Option<&mut VirtualService> {
+        self.slots.get_mut(n as usize)?.as_mut().map(|s| &mut s.svc)
+    }
+
+    /// Whether service number `n` is linked (not deleted).
+    pub fn is_linked(&self, n: u16) -> bool {
+        matches!(self.slots.get(n as usize), Some(Some(s)) if s.linked)
+    }
+
+    /// One more than the largest service number in use: the size of per-service arrays.
+    pub fn number_bound(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every linked service, in key order.
     pub fn iter(&self) -> impl Iterator<Item = &VirtualService> {
-        self.services.values()
+        self.index.values().filter_map(|&n| self.by_number(n))
     }
 
-    /// Every service, mutable.
+    /// Every linked service with its number, in key order.
+    pub fn numbered(&self) -> impl Iterator<Item = (u16, &VirtualService)> {
+        self.index
+            .values()
+            .filter_map(|&n| self.by_number(n).map(|s| (n, s)))
+    }
+
+    /// Every linked service, mutable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut VirtualService> {
-        self.services.values_mut()
+        let index = &self.index;
+        self.slots
+            .iter_mut()
+            .flatten()
+            .filter(|s| s.linked && index.contains_key(&s.svc.key))
+            .map(|s| &mut s.svc)
     }
 
     /// The last `--set TCP TCPFIN UDP` applied.
     pub fn timeouts(&self) -> Option<(u32, u32, u32)> {
         self.timeouts
+    }
+
+    /// Counts every change applied: a caller caching anything derived from the services
+    /// (forwarding parameters, per-server arrays) refreshes it when this moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The service a packet belongs to, in IPVS lookup order: the firewall mark the caller
@@ -143,26 +213,214 @@ impl Services {
         addr: IpAddr,
         port: u16,
     ) -> Option<ServiceKey> {
+        let n = self.lookup_number(mark, proto, addr, port)?;
+        self.by_number(n).map(|s| s.key)
+    }
+
+    /// [`Services::lookup`], answering with the service number.
+    #[inline]
+    pub fn lookup_number(
+        &self,
+        mark: Option<u32>,
+        proto: Protocol,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<u16> {
         if let Some(mark) = mark.filter(|&m| m != 0) {
             let k = ServiceKey::Fwmark {
                 mark,
                 ipv6: addr.is_ipv6(),
             };
-            if self.services.contains_key(&k) {
-                return Some(k);
+            if let Some(&n) = self.index.get(&k) {
+                return Some(n);
             }
         }
-        [port, 0]
-            .into_iter()
-            .map(|port| ServiceKey::Addr { proto, addr, port })
-            .find(|k| self.services.contains_key(k))
+        if let Some(&n) = self.index.get(&ServiceKey::Addr { proto, addr, port }) {
+            return Some(n);
+        }
+        self.index
+            .get(&ServiceKey::Addr {
+                proto,
+                addr,
+                port: 0,
+            })
+            .copied()
+    }
+
+    /// Checks that every command of `cmds` would apply, in order, without changing anything:
+    /// the first that would fail is returned with its position. [`Services::apply_all`] uses
+    /// it so a rules file with any error applies nothing.
+    pub fn check(&self, cmds: &[&Command]) -> Result<(), (usize, ServiceError)> {
+        // A shadow of what the commands touch: which services exist, with which scheduler and
+        // persistence, and which real servers each one has linked.
+        #[derive(Clone)]
+        struct Shadow {
+            opts: ServiceOptions,
+            dests: BTreeMap<(IpAddr, u16), ()>,
+        }
+        let mut shadow: BTreeMap<ServiceKey, Option<Shadow>> = BTreeMap::new();
+        let mut cleared = false;
+        let mut linked = self.index.len();
+        let current = |shadow: &BTreeMap<ServiceKey, Option<Shadow>>,
+                       cleared: bool,
+                       key: &ServiceKey|
+         -> Option<Shadow> {
+            if let Some(s) = shadow.get(key) {
+                return s.clone();
+            }
+            if cleared {
+                return None;
+            }
+            self.get(key).map(|v| Shadow {
+                opts: v.options,
+                dests: v
+                    .pool
+                    .dests()
+                    .iter()
+                    .map(|(_, d)| ((d.addr(), d.port()), ()))
+                    .collect(),
+            })
+        };
+        for (i, cmd) in cmds.iter().enumerate() {
+            let fail = |e| Err((i, e));
+            match cmd {
+                Command::AddService(key, opts) => {
+                    if current(&shadow, cleared, key).is_some() {
+                        return fail(ServiceError::Exists(*key));
+                    }
+                    if let Err(e) = check_port_zero(key, opts) {
+                        return fail(e);
+                    }
+                    if linked + self.unlinked() >= MAX_SERVICES {
+                        return fail(ServiceError::TooMany);
+                    }
+                    if let Err(e) = opts.scheduler.build(&SchedConfig {
+                        flags: opts.flags,
+                        ..self.sched
+                    }) {
+                        return fail(e.into());
+                    }
+                    linked += 1;
+                    shadow.insert(
+                        *key,
+                        Some(Shadow {
+                            opts: *opts,
+                            dests: BTreeMap::new(),
+                        }),
+                    );
+                }
+                Command::EditService(key, opts) => {
+                    let Some(mut s) = current(&shadow, cleared, key) else {
+                        return fail(ServiceError::NotFound(*key));
+                    };
+                    if let Err(e) = check_port_zero(key, opts) {
+                        return fail(e);
+                    }
+                    let sched = opts.scheduler.build(&SchedConfig {
+                        flags: opts.flags,
+                        ..self.sched
+                    });
+                    match sched {
+                        Err(e) => return fail(e.into()),
+                        Ok(b) => {
+                            if let Some(limit) = b.max_dests()
+                                && s.dests.len() > limit
+                            {
+                                return fail(SchedError::from(DestError::TooMany { limit }).into());
+                            }
+                        }
+                    }
+                    s.opts = *opts;
+                    shadow.insert(*key, Some(s));
+                }
+                Command::DeleteService(key) => {
+                    if current(&shadow, cleared, key).is_none() {
+                        return fail(ServiceError::NotFound(*key));
+                    }
+                    linked -= 1;
+                    shadow.insert(*key, None);
+                }
+                Command::Clear => {
+                    shadow.clear();
+                    cleared = true;
+                    linked = 0;
+                }
+                Command::AddServer(key, dest) | Command::EditServer(key, dest) => {
+                    let Some(mut s) = current(&shadow, cleared, key) else {
+                        return fail(ServiceError::NotFound(*key));
+                    };
+                    if dest.addr.is_ipv6() != is_v6(key)
+                        && !matches!(dest.method, ForwardMethod::Tunnel(_))
+                    {
+                        return fail(ServiceError::MixedFamily(*key));
+                    }
+                    if let Err(e) = dest.validate() {
+                        return fail(SchedError::from(e).into());
+                    }
+                    let k = (dest.addr, dest.port);
+                    let exists = s.dests.contains_key(&k);
+                    if matches!(cmd, Command::AddServer(..)) {
+                        if exists {
+                            return fail(
+                                SchedError::from(DestError::Exists(dest.addr, dest.port)).into(),
+                            );
+                        }
+                        let limit = s
+                            .opts
+                            .scheduler
+                            .build(&SchedConfig {
+                                flags: s.opts.flags,
+                                ..self.sched
+                            })
+                            .ok()
+                            .and_then(|b| b.max_dests());
+                        if let Some(limit) = limit
+                            && s.dests.len() >= limit
+                        {
+                            return fail(SchedError::from(DestError::TooMany { limit }).into());
+                        }
+                        s.dests.insert(k, ());
+                    } else if !exists {
+                        return fail(
+                            SchedError::from(DestError::NotFound(dest.addr, dest.port)).into(),
+                        );
+                    }
+                    shadow.insert(*key, Some(s));
+                }
+                Command::DeleteServer(key, addr, port) => {
+                    let Some(mut s) = current(&shadow, cleared, key) else {
+                        return fail(ServiceError::NotFound(*key));
+                    };
+                    if s.dests.remove(&(*addr, *port)).is_none() {
+                        return fail(SchedError::from(DestError::NotFound(*addr, *port)).into());
+                    }
+                    shadow.insert(*key, Some(s));
+                }
+                Command::SetTimeouts { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn unlinked(&self) -> usize {
+        self.slots.iter().flatten().filter(|s| !s.linked).count()
+    }
+
+    /// Applies `cmds` in order if [`Services::check`] finds every one applicable; otherwise
+    /// changes nothing and returns the first failure with its position.
+    pub fn apply_all(&mut self, cmds: &[&Command]) -> Result<(), (usize, ServiceError)> {
+        self.check(cmds)?;
+        for (i, cmd) in cmds.iter().enumerate() {
+            self.apply(cmd).map_err(|e| (i, e))?;
+        }
+        Ok(())
     }
 
     /// Applies one command as the kernel would; on error nothing changes.
     pub fn apply(&mut self, cmd: &Command) -> Result<(), ServiceError> {
         match cmd {
             Command::AddService(key, opts) => {
-                if self.services.contains_key(key) {
+                if self.index.contains_key(key) {
                     return Err(ServiceError::Exists(*key));
                 }
                 check_port_zero(key, opts)?;
@@ -170,22 +428,28 @@ impl Services {
                     flags: opts.flags,
                     ..self.sched
                 })?;
-                self.services.insert(
-                    *key,
-                    VirtualService {
+                let n = match self.free.pop() {
+                    Some(n) => n,
+                    None if self.slots.len() < MAX_SERVICES => {
+                        self.slots.push(None);
+                        (self.slots.len() - 1) as u16
+                    }
+                    None => return Err(ServiceError::TooMany),
+                };
+                self.slots[n as usize] = Some(Slot {
+                    svc: VirtualService {
                         key: *key,
                         options: *opts,
                         pool: Pool::new(sched),
                     },
-                );
+                    linked: true,
+                });
+                self.index.insert(*key, n);
             }
             Command::EditService(key, opts) => {
                 check_port_zero(key, opts)?;
                 let cfg = self.sched;
-                let svc = self
-                    .services
-                    .get_mut(key)
-                    .ok_or(ServiceError::NotFound(*key))?;
+                let svc = self.get_mut(key).ok_or(ServiceError::NotFound(*key))?;
                 if svc.options.scheduler != opts.scheduler || svc.options.flags != opts.flags {
                     let sched = opts.scheduler.build(&SchedConfig {
                         flags: opts.flags,
@@ -196,16 +460,18 @@ impl Services {
                 svc.options = *opts;
             }
             Command::DeleteService(key) => {
-                self.services
-                    .remove(key)
-                    .ok_or(ServiceError::NotFound(*key))?;
+                let n = self.index.remove(key).ok_or(ServiceError::NotFound(*key))?;
+                self.unlink(n);
             }
-            Command::Clear => self.services.clear(),
+            Command::Clear => {
+                let all: Vec<u16> = self.index.values().copied().collect();
+                self.index.clear();
+                for n in all {
+                    self.unlink(n);
+                }
+            }
             Command::AddServer(key, dest) | Command::EditServer(key, dest) => {
-                let svc = self
-                    .services
-                    .get_mut(key)
-                    .ok_or(ServiceError::NotFound(*key))?;
+                let svc = self.get_mut(key).ok_or(ServiceError::NotFound(*key))?;
                 if dest.addr.is_ipv6() != is_v6(key)
                     && !matches!(dest.method, ForwardMethod::Tunnel(_))
                 {
@@ -218,10 +484,7 @@ impl Services {
                 }
             }
             Command::DeleteServer(key, addr, port) => {
-                let svc = self
-                    .services
-                    .get_mut(key)
-                    .ok_or(ServiceError::NotFound(*key))?;
+                let svc = self.get_mut(key).ok_or(ServiceError::NotFound(*key))?;
                 svc.pool.remove_dest(*addr, *port)?;
             }
             Command::SetTimeouts { tcp, tcpfin, udp } => {
@@ -230,7 +493,83 @@ impl Services {
                 self.timeouts = Some((keep(*tcp, t0), keep(*tcpfin, f0), keep(*udp, u0)));
             }
         }
+        self.generation += 1;
         Ok(())
+    }
+
+    /// Takes service `n` out of the lookup: its real servers go to the trash (unavailable), and
+    /// the number is freed once no connection references any of them.
+    fn unlink(&mut self, n: u16) {
+        let Some(Some(slot)) = self.slots.get_mut(n as usize) else {
+            return;
+        };
+        slot.linked = false;
+        let dests: Vec<(IpAddr, u16)> = slot
+            .svc
+            .pool
+            .dests()
+            .iter()
+            .map(|(_, d)| (d.addr(), d.port()))
+            .collect();
+        for (a, p) in dests {
+            let _ = slot.svc.pool.remove_dest(a, p);
+        }
+        self.release_if_unused(n);
+    }
+
+    fn release_if_unused(&mut self, n: u16) {
+        if let Some(slot @ Some(_)) = self.slots.get_mut(n as usize)
+            && slot
+                .as_ref()
+                .is_some_and(|s| !s.linked && s.svc.pool.dests().in_use() == 0)
+        {
+            *slot = None;
+            self.free.push(n);
+        }
+    }
+
+    /// Prints the services as `ipvsadm -S -n` does, one command per line: `--set` if timeouts
+    /// were set, then each service (`-A`) followed by its real servers (`-a`). Real servers are
+    /// printed oldest first, so that restoring the text rebuilds the same IPVS list order
+    /// (`ipvsadm -S` prints the list head first, so a save and restore through ipvsadm reverses
+    /// it). Parsing and applying the text to empty services gives the same text back.
+    pub fn save(&self) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut out = alloc::string::String::new();
+        if let Some((tcp, tcpfin, udp)) = self.timeouts {
+            let _ = writeln!(out, "{}", Command::SetTimeouts { tcp, tcpfin, udp });
+        }
+        for svc in self.iter() {
+            let _ = writeln!(out, "{}", Command::AddService(svc.key, svc.options));
+            for (_, d) in svc.pool.dests().iter().rev() {
+                let _ = writeln!(out, "{}", Command::AddServer(svc.key, d.config()));
+            }
+        }
+        out
+    }
+}
+
+/// Resolves [`DestRef`]s by service number: what a director passes to the connection table.
+impl DestAccounting for Services {
+    fn bind(&mut self, dest: DestRef, kind: ConnKind) {
+        if let Some(s) = self.by_number_mut(dest.service()) {
+            DestAccounting::bind(&mut s.pool, dest, kind);
+        }
+    }
+    fn unbind(&mut self, dest: DestRef, kind: ConnKind) {
+        let n = dest.service();
+        if let Some(s) = self.by_number_mut(n) {
+            DestAccounting::unbind(&mut s.pool, dest, kind);
+            self.release_if_unused(n);
+        }
+    }
+    fn set_active(&mut self, dest: DestRef, active: bool) {
+        if let Some(s) = self.by_number_mut(dest.service()) {
+            DestAccounting::set_active(&mut s.pool, dest, active);
+        }
+    }
+    fn status(&self, dest: DestRef) -> Option<DestStatus> {
+        self.by_number(dest.service())?.pool.status(dest)
     }
 }
 
