@@ -40,6 +40,10 @@
 //!   verdict says which side to send on.
 //! - Expiry is driven by the caller: call [`Director::expire`] every millisecond or so (or
 //!   with a larger budget less often).
+//! - A TUN real server of the other address family than its service (IPVS allows it) takes
+//!   no connections: the connection table stores one family per entry, so the director drops
+//!   such packets with [`DropReason::MixedFamily`] (one-packet UDP services work). Configure
+//!   real servers of the service's family.
 //! - ICMP checksums of received errors are not verified before use (IPVS verifies them); a
 //!   corrupt error is forwarded with its bad checksum intact and the receiver discards it.
 
@@ -221,6 +225,9 @@ reasons! {
         IcmpUnmatched => "icmp-unmatched",
         /// DR needs Ethernet frames.
         NeedsEthernet => "needs-ethernet",
+        /// A tunnelled real server of the other address family: the connection table keeps
+        /// one family per entry, so such a server can take one-packet (`-o`) UDP only.
+        MixedFamily => "mixed-family",
     }
 }
 
@@ -820,7 +827,13 @@ impl Director {
     }
 
     /// Sends a frame to a client: the client's MAC, or the gateway's.
-    fn send_to_client(&mut self, buf: &mut [u8], start: usize, end: usize, client: IpAddr) -> Verdict {
+    fn send_to_client(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        end: usize,
+        client: IpAddr,
+    ) -> Verdict {
         let mut dst_mac = None;
         if self.cfg.link == LinkType::Ethernet {
             let Some(mac) = self.neigh.get(&client).or(self.cfg.client_gateway) else {
@@ -1092,6 +1105,9 @@ impl Director {
             }
             Err(ScheduleError::Table(ConnError::BucketFull)) => {
                 Verdict::Drop(DropReason::BucketFull)
+            }
+            Err(ScheduleError::Table(ConnError::FamilyMismatch)) => {
+                Verdict::Drop(DropReason::MixedFamily)
             }
             Err(_) => Verdict::Drop(DropReason::TableFull),
         }
