@@ -3,6 +3,8 @@
 
 #[path = "fuzz_harness/classify.rs"]
 mod classify;
+#[path = "fuzz_harness/director.rs"]
+mod director;
 #[path = "fuzz_harness/rewrite.rs"]
 mod rewrite;
 #[path = "fuzz_harness/rules.rs"]
@@ -38,6 +40,176 @@ fn replay(target: &str, harness: fn(&[u8])) -> usize {
 fn rules_corpus() {
     let n = replay("rules", rules::rules);
     assert!(n >= 10, "only {n} corpus inputs for rules");
+}
+
+#[test]
+fn director_corpus() {
+    let n = replay("director", director::director_any);
+    assert!(n >= 10, "only {n} corpus inputs for director");
+}
+
+/// Writes the seed corpus of the director target: whole exchanges (SYN, replies, data, FIN,
+/// ICMP errors) for each service of the harness's rules, built with etherparse:
+/// `cargo test --test fuzz_corpus -- --ignored write_director_seeds`.
+#[test]
+#[ignore]
+fn write_director_seeds() {
+    use etherparse::PacketBuilder;
+    fn tcp(s: &str, sp: u16, d: &str, dp: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let b = match (s.parse().unwrap(), d.parse().unwrap()) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                b.ipv4(s.octets(), d.octets(), 64)
+            }
+            (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+                b.ipv6(s.octets(), d.octets(), 64)
+            }
+            _ => unreachable!(),
+        };
+        let mut t = b.tcp(sp, dp, 1, 1000);
+        if flags & 2 != 0 {
+            t = t.syn();
+        }
+        if flags & 0x10 != 0 {
+            t = t.ack(1);
+        }
+        if flags & 1 != 0 {
+            t = t.fin();
+        }
+        if flags & 4 != 0 {
+            t = t.rst();
+        }
+        let mut out = Vec::new();
+        t.write(&mut out, payload).unwrap();
+        out
+    }
+    fn udp(s: &str, sp: u16, d: &str, dp: u16, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let b = match (s.parse().unwrap(), d.parse().unwrap()) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                b.ipv4(s.octets(), d.octets(), 64)
+            }
+            (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+                b.ipv6(s.octets(), d.octets(), 64)
+            }
+            _ => unreachable!(),
+        };
+        let mut out = Vec::new();
+        b.udp(sp, dp).write(&mut out, payload).unwrap();
+        out
+    }
+    fn icmp4(s: [u8; 4], d: [u8; 4], ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+        let t = etherparse::Icmpv4Header::from_slice(&[ty, code, 0, 0, 0, 0, 5, 0])
+            .unwrap()
+            .0
+            .icmp_type;
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(s, d, 64)
+            .icmpv4(t)
+            .write(&mut out, &quoted[14..])
+            .unwrap();
+        out
+    }
+    let c = "203.0.113.7";
+    let c6 = "2001:db8:ff::7";
+    let seeds: Vec<(&str, Vec<(u8, Vec<u8>)>)> = vec![
+        (
+            "nat-tcp",
+            vec![
+                (0, tcp(c, 40000, "10.0.0.1", 80, 2, &[])),
+                (1, tcp("192.168.10.1", 8080, c, 40000, 0x12, &[])),
+                (4, tcp(c, 40000, "10.0.0.1", 80, 0x10, b"GET /")),
+                (1, tcp("192.168.10.1", 8080, c, 40000, 0x10, &[0x55; 300])),
+                (4, tcp(c, 40000, "10.0.0.1", 80, 0x11, &[])),
+                (5, tcp("192.168.10.1", 8080, c, 40000, 0x11, &[])),
+                (0, tcp(c, 40000, "10.0.0.1", 80, 2, &[])),
+            ],
+        ),
+        (
+            "nat-icmp",
+            vec![
+                (0, tcp(c, 40001, "10.0.0.1", 80, 2, &[])),
+                (
+                    0,
+                    icmp4(
+                        [198, 18, 0, 1],
+                        [10, 0, 0, 1],
+                        3,
+                        4,
+                        &tcp("10.0.0.1", 80, c, 40001, 0x12, &[]),
+                    ),
+                ),
+                (
+                    1,
+                    icmp4(
+                        [192, 168, 10, 1],
+                        [203, 0, 113, 7],
+                        3,
+                        3,
+                        &tcp(c, 40001, "192.168.10.1", 8080, 0x10, &[]),
+                    ),
+                ),
+            ],
+        ),
+        (
+            "udp-one-packet",
+            vec![
+                (0, udp(c, 5353, "10.0.0.1", 53, b"q")),
+                (0, udp(c, 5353, "10.0.0.1", 53, b"q2")),
+            ],
+        ),
+        (
+            "persistent-tun",
+            vec![
+                (0, tcp(c, 1, "10.0.0.2", 443, 2, &[])),
+                (0, tcp(c, 2, "10.0.0.2", 80, 2, &[])),
+                (8, tcp(c, 1, "10.0.0.2", 443, 0x10, &[1; 1500])),
+                (0, tcp("203.0.113.8", 3, "10.0.0.2", 22, 4, &[])),
+            ],
+        ),
+        (
+            "fwmark-gre",
+            vec![
+                (2, tcp(c, 7, "10.0.0.77", 25, 2, &[])),
+                (0, tcp(c, 7, "10.0.0.77", 25, 0x10, b"x")),
+            ],
+        ),
+        (
+            "ipv6",
+            vec![
+                (0, tcp(c6, 40000, "2001:db8::1", 80, 2, &[])),
+                (1, tcp("fd00::11", 8080, c6, 40000, 0x12, &[])),
+                (0, tcp(c6, 40000, "2001:db8::1", 80, 0x10, &[7; 1400])),
+                (0, udp(c6, 999, "2001:db8::1", 53, b"query")),
+            ],
+        ),
+        (
+            "ttl-and-garbage",
+            vec![
+                (0, {
+                    let mut f = tcp(c, 9, "10.0.0.1", 80, 2, &[]);
+                    f[22] = 1;
+                    f
+                }),
+                (0, vec![0xff; 20]),
+                (1, vec![0x45; 40]),
+            ],
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/director");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, recs) in &seeds {
+        std::fs::write(dir.join(format!("seed-{name}")), director::encode(recs)).unwrap();
+        // Each frame alone too.
+        for (i, r) in recs.iter().enumerate() {
+            std::fs::write(
+                dir.join(format!("seed-{name}-{i}")),
+                director::encode(std::slice::from_ref(r)),
+            )
+            .unwrap();
+        }
+    }
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //!
 //! Any text: parsing never panics; an error names a real line and column; every command
 //! parsed prints back in `ipvsadm -S -n` form and parses to itself; applying the commands to a
-//! service table never panics.
+//! service table never panics; `Services::check` agrees with applying the commands one by one
+//! (so a rules file is applied all or nothing); and what `Services::save` prints restores to
+//! the same services.
 
 use lvs::config::{parse, parse_line};
 use lvs::sched::SchedConfig;
@@ -17,12 +19,40 @@ pub fn rules(data: &[u8]) {
     match parse(text) {
         Ok(rules) => {
             // Small tables, so that a fuzzer-made service with many servers stays cheap.
-            let mut services = Services::new(SchedConfig {
+            let cfg = SchedConfig {
                 maglev_table_size: 251,
                 sh_table_bits: 4,
                 mh_table_size: lvs::sched::MhTableSize::from_index(8).unwrap(),
                 ..SchedConfig::default()
-            });
+            };
+            let mut services = Services::new(cfg);
+            let cmds: Vec<&lvs::config::Command> = rules.iter().map(|r| &r.command).collect();
+            let checked = services.check(&cmds);
+            let mut first_failure = None;
+            for (i, c) in cmds.iter().enumerate() {
+                if let Err(e) = services.apply(c)
+                    && first_failure.is_none()
+                {
+                    first_failure = Some((i, e));
+                }
+                if first_failure.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(
+                checked,
+                first_failure.map_or(Ok(()), Err),
+                "check disagrees with apply"
+            );
+            if checked.is_ok() {
+                let saved = services.save();
+                let mut again = Services::new(cfg);
+                for r in parse(&saved).expect("saved rules parse") {
+                    again.apply(&r.command).expect("saved rules apply");
+                }
+                assert_eq!(again.save(), saved, "save round trip");
+            }
+            let mut services = Services::new(cfg);
             for r in rules {
                 assert!(r.line >= 1 && r.line <= lines);
                 let printed = r.command.to_string();
