@@ -113,7 +113,8 @@ fn write_director_seeds() {
     }
     let c = "203.0.113.7";
     let c6 = "2001:db8:ff::7";
-    let seeds: Vec<(&str, Vec<(u8, Vec<u8>)>)> = vec![
+    type Records = Vec<(u8, Vec<u8>)>;
+    let seeds: Vec<(&str, Records)> = vec![
         (
             "nat-tcp",
             vec![
