@@ -533,8 +533,12 @@ fn quiesced_server_keeps_its_connections_and_gets_no_new_ones() {
     } else {
         ip("192.168.10.1")
     };
-    d.apply_rules(&format!("-e -t 10.0.0.1:80 -r {first}:80 -g -w 0\n"))
-        .unwrap();
+    let key = ServiceKey::Addr {
+        proto: Protocol::Tcp,
+        addr: ip("10.0.0.1"),
+        port: 80,
+    };
+    d.set_weight(&key, first, 80, 0).unwrap();
     // The established connection continues to the quiesced server...
     for t in 2..10 {
         assert!(matches!(data(&mut d, 1000, t), Verdict::Forward(f) if f.next_hop == first));

@@ -1050,6 +1050,19 @@ pub struct ConnTable {
     sh: Shared,
 }
 
+/// Where a connection forwards to ([`ConnTable::target`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// IPVS flags (forwarding method, `NO_CPORT`, ...).
+    pub flags: ConnFlags,
+    /// Real server address.
+    pub daddr: IpAddr,
+    /// Real server port.
+    pub dport: u16,
+    /// The real server, if known.
+    pub dest: Option<DestRef>,
+}
+
 /// A new entry, as [`ConnTable::insert`] takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewConn {
@@ -1134,6 +1147,19 @@ impl ConnTable {
     pub fn get(&self, id: ConnId) -> Option<Conn> {
         let (v6, i) = id.parts();
         family_ref!(self, v6, |t| t.entry(i).map(|e| view(&self.sh, i, e)))
+    }
+
+    /// Where a connection forwards to: what a director's per-packet path needs of an entry,
+    /// without building a whole [`Conn`].
+    #[inline]
+    pub fn target(&self, id: ConnId) -> Option<Target> {
+        let (v6, i) = id.parts();
+        family_ref!(self, v6, |t| t.entry(i).map(|e| Target {
+            flags: ConnFlags(e.flags & flag::USER),
+            daddr: e.daddr.to_ip(),
+            dport: e.dport,
+            dest: (e.dest != NONE).then_some(DestRef(e.dest)),
+        }))
     }
 
     /// Every entry in use, live or waiting for `expire`.

@@ -400,6 +400,8 @@ pub struct FrameMut<'a> {
 #[derive(Clone, Copy, Debug, Default)]
 struct DestSlot {
     id: Option<DestId>,
+    /// Linked in a linked service (IPVS `AVAILABLE`).
+    available: bool,
     stats: Stats,
     mac: Option<[u8; 6]>,
     tunnel: Option<Tunnel>,
@@ -561,6 +563,29 @@ impl Director {
         Ok(())
     }
 
+    /// Changes one real server's weight (`ipvsadm -e ... -w`): 0 quiesces it (no new
+    /// connections; existing ones continue).
+    pub fn set_weight(
+        &mut self,
+        key: &ServiceKey,
+        addr: IpAddr,
+        port: u16,
+        weight: u32,
+    ) -> Result<(), ServiceError> {
+        let svc = self.services.get(key).ok_or(ServiceError::NotFound(*key))?;
+        let pool = svc.pool();
+        let id = pool.dests().find(addr, port).ok_or(ServiceError::Sched(
+            crate::sched::SchedError::Dest(crate::dest::DestError::NotFound(addr, port)),
+        ))?;
+        let mut cfg = pool
+            .dests()
+            .get(id)
+            .ok_or(ServiceError::NotFound(*key))?
+            .config();
+        cfg.weight = weight;
+        self.apply(&Command::EditServer(*key, cfg))
+    }
+
     /// Parses and applies a rules text (what `ipvsadm -S -n` prints): all of it, or, if any
     /// line fails to parse or to apply, nothing.
     pub fn apply_rules(&mut self, text: &str) -> Result<(), RulesError> {
@@ -619,8 +644,10 @@ impl Director {
                     };
                 }
                 let Some(dest) = id.and_then(|id| dests.get(id)) else {
+                    d.available = false;
                     continue;
                 };
+                d.available = linked && dest.is_available();
                 d.mac = self.neigh.get(&dest.addr());
                 d.tunnel = match dest.method() {
                     ForwardMethod::Tunnel(t) => Some(t),
@@ -901,7 +928,7 @@ impl Director {
                 let Some(r) = self.route(id) else {
                     return Verdict::Pass(PassReason::NoConnection);
                 };
-                if self.conns.check_dest(&mut self.services, id, now).is_err() {
+                if !self.dest_ok(id, &r, now) {
                     return Verdict::Drop(DropReason::DestUnavailable);
                 }
                 self.count(r.dest, Direction::Input, layout.ip_len);
@@ -937,8 +964,9 @@ impl Director {
         }
     }
 
+    #[inline]
     fn route(&self, id: ConnId) -> Option<Route> {
-        let c = self.conns.get(id)?;
+        let c = self.conns.target(id)?;
         Some(Route {
             id: Some(id),
             flags: c.flags,
@@ -946,6 +974,24 @@ impl Director {
             dport: c.dport,
             dest: c.dest,
         })
+    }
+
+    /// IPVS §4.1 step 7, with the real servers' availability cached: only a connection whose
+    /// server is gone goes to the table's check (which counts it and applies
+    /// `expire_nodest_conn`).
+    #[inline]
+    fn dest_ok(&mut self, id: ConnId, r: &Route, now: Instant) -> bool {
+        let cached = r.dest.and_then(|d| {
+            self.svc
+                .get(d.service() as usize)?
+                .dests
+                .get(d.dest_index() as usize)
+        });
+        match cached {
+            Some(ds) if ds.available => true,
+            _ if r.dest.is_none() => true,
+            _ => self.conns.check_dest(&mut self.services, id, now).is_ok(),
+        }
     }
 
     /// A client-side packet of TCP, UDP or SCTP: find or make its connection, then forward.
@@ -1000,7 +1046,7 @@ impl Director {
         let Some(route) = self.route(cid) else {
             return Verdict::Pass(PassReason::NoConnection);
         };
-        if self.conns.check_dest(&mut self.services, cid, now).is_err() {
+        if !self.dest_ok(cid, &route, now) {
             return Verdict::Drop(DropReason::DestUnavailable);
         }
         self.forward_conn(buf, start, end, rx, layout, &flow, seg, &route, now)
