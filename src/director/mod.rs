@@ -7,7 +7,7 @@
 //! ```
 //!
 //! A [`Director`] joins the [`Services`] (virtual services and their schedulers, configured by
-//! `ipvsadm` rules), a [`ConnTable`] and the [`rewrite`](crate::rewrite) functions the way
+//! `ipvsadm` rules), a [`ConnTable`] and the [`rewrite`] functions the way
 //! IPVS's `ip_vs_in` and `ip_vs_out` join them (ipvs.md §4):
 //!
 //! - **From the client side** ([`Side::Client`]): the connection is looked up in the in
