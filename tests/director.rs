@@ -484,6 +484,18 @@ fn nat_ipv6_and_udp() {
     assert_eq!(addrs(&o.bytes).0, ip("2001:db8::5"));
     assert_eq!(ports(&o.bytes), (53, 33333));
     assert_eq!(conn_state(&d), vec![ConnState::Udp]);
+    // An ICMPv6 error from the client side about our reply reaches the real server, NAT-ed.
+    let sent = frame(("2001:db8::5", 53), c, L4::Udp, 64, b"answer");
+    let err = icmp_error("2001:db8:ee::1", "2001:db8::5", 1, 4, [0; 4], &sent);
+    let o = run(&mut d, &err, Side::Client, 3);
+    assert_eq!(forwarded(&o).next_hop, ip("fd00::51"));
+    assert_eq!(addrs(&o.bytes).1, ip("fd00::51"));
+    // And a real server's ICMPv6 error about the client's datagram reaches the client.
+    let got = frame(c, ("fd00::51", 5353), L4::Udp, 64, b"q");
+    let err = icmp_error("fd00::51", "2001:db8:ff::9", 1, 4, [0; 4], &got);
+    let o = run(&mut d, &err, Side::Server, 4);
+    assert_eq!(forwarded(&o).to, Side::Client);
+    assert_eq!(addrs(&o.bytes).0, ip("2001:db8::5"));
 }
 
 const TWO_DR: &str = "-A -t 10.0.0.1:80 -s wlc\n\
@@ -784,6 +796,13 @@ fn icmp_errors_follow_their_connections_both_ways() {
         IpAddr::from(<[u8; 4]>::try_from(&o.bytes[14 + 20 + 8 + 16..14 + 20 + 8 + 20]).unwrap());
     assert_eq!(quoted_dst, ip("10.0.0.1"));
 
+    // A corrupt error is dropped, as IPVS drops it.
+    let mut bad = icmp_error("198.18.0.1", "10.0.0.1", 3, 4, [0, 0, 0x05, 0x00], &reply);
+    bad[14 + 20 + 2] ^= 0x40;
+    assert_eq!(
+        run(&mut d, &bad, Side::Client, 2).verdict,
+        Verdict::Drop(DropReason::IcmpBadChecksum)
+    );
     // An error about no connection of ours is the host's.
     let stray = frame(("10.0.0.1", 80), ("203.0.113.99", 1), L4::Tcp(ACK), 64, &[]);
     let err = icmp_error("198.18.0.1", "10.0.0.1", 3, 1, [0; 4], &stray);

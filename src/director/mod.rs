@@ -44,8 +44,8 @@
 //!   no connections: the connection table stores one family per entry, so the director drops
 //!   such packets with [`DropReason::MixedFamily`] (one-packet UDP services work). Configure
 //!   real servers of the service's family.
-//! - ICMP checksums of received errors are not verified before use (IPVS verifies them); a
-//!   corrupt error is forwarded with its bad checksum intact and the receiver discards it.
+//! - An ICMP message cut short by a capture's snaplen cannot have its checksum verified (IPVS
+//!   verifies every one); it is used as it is.
 
 mod neigh;
 
@@ -223,6 +223,8 @@ reasons! {
         NoReply => "no-reply",
         /// An ICMP error about a packet of no known connection, or one that does not parse.
         IcmpUnmatched => "icmp-unmatched",
+        /// An ICMP message whose checksum is wrong (IPVS verifies it before use).
+        IcmpBadChecksum => "icmp-bad-checksum",
         /// DR needs Ethernet frames.
         NeedsEthernet => "needs-ethernet",
         /// A tunnelled real server of the other address family: the connection table keeps
@@ -911,6 +913,9 @@ impl Director {
         now: Instant,
     ) -> Verdict {
         let frame = &buf[start..end];
+        if !icmp_checksum_ok(frame, layout) {
+            return Verdict::Drop(DropReason::IcmpBadChecksum);
+        }
         let info = match rewrite::icmp_error_info(frame, layout) {
             Ok(i) => i,
             Err(RewriteError::NotIcmpError) => return Verdict::Pass(PassReason::IcmpNotError),
@@ -1369,6 +1374,36 @@ impl Director {
             Err(_) => Verdict::Drop(DropReason::NoReply),
         }
     }
+}
+
+/// Whether an ICMP or ICMPv6 message's checksum verifies (true when the frame is cut short and
+/// it cannot be told).
+fn icmp_checksum_ok(frame: &[u8], layout: &Layout) -> bool {
+    use crate::wire::checksum::{pseudo_header_v6, verifies};
+    let l3 = layout.l3_offset as usize;
+    let l4 = layout.l4_offset as usize;
+    let Some(end) = l3.checked_add(layout.ip_len as usize) else {
+        return false;
+    };
+    let Some(msg) = frame.get(l4..end) else {
+        return true;
+    };
+    if layout.ip_version == 4 {
+        return verifies(0, msg);
+    }
+    let Some(h) = frame.get(l3..l3 + 40) else {
+        return false;
+    };
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    if let Some(at) = layout.final_dst_offset
+        && let Some(d) = frame.get(at as usize..at as usize + 16)
+    {
+        dst.copy_from_slice(d);
+    }
+    verifies(pseudo_header_v6(&src, &dst, 58, msg.len() as u32), msg)
 }
 
 /// The packet's contribution to its connection's state machine.
