@@ -310,12 +310,13 @@ impl Services {
                     );
                 }
                 Command::EditService(key, opts) => {
-                    let Some(mut s) = current(&shadow, cleared, key) else {
-                        return fail(ServiceError::NotFound(*key));
-                    };
+                    // In `apply`'s order: the port-0 rule first, then the service.
                     if let Err(e) = check_port_zero(key, opts) {
                         return fail(e);
                     }
+                    let Some(mut s) = current(&shadow, cleared, key) else {
+                        return fail(ServiceError::NotFound(*key));
+                    };
                     let sched = opts.scheduler.build(&SchedConfig {
                         flags: opts.flags,
                         ..self.sched
