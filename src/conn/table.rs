@@ -33,6 +33,16 @@ const MARK: u32 = 0xFF_0000;
 const LINK: u32 = 0xFF_FFFF;
 pub(crate) const NONE: u32 = u32::MAX;
 const SLOTS: usize = 16;
+/// Slots of a bucket that hold entries; the last word is the bucket's metadata.
+const USABLE: usize = 15;
+/// The metadata word: bits 0..15 say which slots hold a key whose *other* bucket is its
+/// primary (it was pushed here), bits 16..32 count the keys whose primary is this bucket but
+/// that live in their other bucket (saturating at 0xFFFF, then sticky). A lookup that misses in
+/// its primary bucket reads the other one only when that count is not 0, so most misses (and
+/// the duplicate check of every insert) read one cache line.
+const META: usize = 15;
+const OVERFLOW_ONE: u32 = 1 << 16;
+const OVERFLOW_STICKY: u32 = 0xFFFF << 16;
 const MAX_KICKS: usize = 64;
 
 /// IPVS connection flag values (ipvs.md §1.2) and two of our own in the spare bits.
@@ -288,7 +298,7 @@ impl<A: Addr> Table<A> {
             };
         }
         // 90 % load at capacity, at least two buckets.
-        let nb = ((capacity as u64 * 10).div_ceil(9 * SLOTS as u64)).max(2) as u32;
+        let nb = ((capacity as u64 * 10).div_ceil(9 * USABLE as u64)).max(2) as u32;
         let mut alt = [0u32; 256];
         for (t, a) in alt.iter_mut().enumerate() {
             let h = fold(
@@ -446,7 +456,7 @@ impl<A: Addr> Table<A> {
     pub fn candidates(&self, b: u32, tag: u32) -> u32 {
         let bucket = &self.buckets[b as usize].0;
         let mut m = 0u32;
-        for (i, &v) in bucket.iter().enumerate() {
+        for (i, &v) in bucket[..USABLE].iter().enumerate() {
             m |= (((v >> 24) == tag && v != 0) as u32) << i;
         }
         m
@@ -457,23 +467,18 @@ impl<A: Addr> Table<A> {
         (self.buckets[b as usize].0[i as usize] & LINK) - 1
     }
 
-    /// The first id in the key's buckets whose entry satisfies `hit`.
+    /// Whether keys whose primary bucket is `b` live in their other bucket too.
     #[inline(always)]
-    pub fn find(&self, p: &Probe, mut hit: impl FnMut(&Entry<A>) -> bool) -> Option<u32> {
-        for b in [p.b1, p.b2] {
-            let mut m = self.candidates(b, p.tag);
-            while m != 0 {
-                let i = m.trailing_zeros();
-                m &= m - 1;
-                let id = self.slot_id(b, i);
-                if let Some(e) = self.entries.get(id as usize)
-                    && hit(e)
-                {
-                    return Some(id);
-                }
-            }
-        }
-        None
+    fn overflowed(&self, b: u32) -> bool {
+        self.buckets[b as usize].0[META] >> 16 != 0
+    }
+
+    /// The first id in the key's buckets whose entry satisfies `hit`. The second bucket is read
+    /// only if some key of the first overflowed into its other bucket.
+    #[inline(always)]
+    pub fn find(&self, p: &Probe, hit: impl FnMut(&Entry<A>) -> bool) -> Option<u32> {
+        let m = self.candidates(p.b1, p.tag);
+        self.find_from(p, m, hit)
     }
 
     /// Like [`Table::find`] but starting from a precomputed first-bucket mask.
@@ -494,6 +499,9 @@ impl<A: Addr> Table<A> {
                 return Some(id);
             }
         }
+        if p.b2 == p.b1 || !self.overflowed(p.b1) {
+            return None;
+        }
         let mut m = self.candidates(p.b2, p.tag);
         while m != 0 {
             let i = m.trailing_zeros();
@@ -509,50 +517,101 @@ impl<A: Addr> Table<A> {
     }
 
     fn empty_slot(&self, b: u32) -> Option<usize> {
-        self.buckets[b as usize].0.iter().position(|&v| v == 0)
+        self.buckets[b as usize].0[..USABLE]
+            .iter()
+            .position(|&v| v == 0)
     }
 
-    /// Puts `id` in the index; false if both buckets and a bounded cuckoo walk found no room.
+    /// Writes `val` (whose primary bucket is `primary`) into slot `s` of bucket `b`, keeping
+    /// the metadata: the slot's "pushed here" bit, and the primary's overflow count.
+    fn place(&mut self, b: u32, s: usize, val: u32, primary: u32, mut log: Option<&mut UndoLog>) {
+        let pushed = b != primary;
+        if let Some(l) = log.as_deref_mut() {
+            l.save(self, b, s);
+            l.save(self, b, META);
+        }
+        let bucket = &mut self.buckets[b as usize].0;
+        bucket[s] = val;
+        bucket[META] = (bucket[META] & !(1 << s)) | ((pushed as u32) << s);
+        if pushed {
+            if let Some(l) = log {
+                l.save(self, primary, META);
+            }
+            let m = &mut self.buckets[primary as usize].0[META];
+            if *m & OVERFLOW_STICKY != OVERFLOW_STICKY {
+                *m += OVERFLOW_ONE;
+            }
+        }
+    }
+
+    /// Clears slot `s` of bucket `b`, keeping the metadata; returns the value and its primary
+    /// bucket.
+    fn take(&mut self, b: u32, s: usize, mut log: Option<&mut UndoLog>) -> (u32, u32) {
+        if let Some(l) = log.as_deref_mut() {
+            l.save(self, b, s);
+            l.save(self, b, META);
+        }
+        let bucket = &mut self.buckets[b as usize].0;
+        let val = bucket[s];
+        let pushed = bucket[META] & (1 << s) != 0;
+        bucket[s] = 0;
+        bucket[META] &= !(1 << s);
+        if !pushed {
+            return (val, b);
+        }
+        let primary = self.alt_bucket(b, val >> 24);
+        if let Some(l) = log {
+            l.save(self, primary, META);
+        }
+        let m = &mut self.buckets[primary as usize].0[META];
+        if *m & OVERFLOW_STICKY != OVERFLOW_STICKY {
+            *m -= OVERFLOW_ONE;
+        }
+        (val, primary)
+    }
+
+    /// Puts `id` in the index; false if both buckets and a bounded cuckoo walk found no room
+    /// (then the index is as it was).
     fn index_insert(&mut self, p: &Probe, id: u32) -> bool {
         let val = p.tag << 24 | (id + 1);
         for b in [p.b1, p.b2] {
             if let Some(s) = self.empty_slot(b) {
-                self.buckets[b as usize].0[s] = val;
+                self.place(b, s, val, p.b1, None);
                 return true;
             }
         }
-        let mut path = [(0u32, 0u8); MAX_KICKS];
-        let mut cur = val;
+        let mut log = UndoLog::new();
+        let (mut cur, mut primary) = (val, p.b1);
         let mut b = if self.kick & 1 == 0 { p.b1 } else { p.b2 };
-        for step in path.iter_mut() {
+        for _ in 0..MAX_KICKS {
             // A small LCG picks the victim slot: deterministic, and never stuck on a few slots.
             self.kick = self
                 .kick
                 .wrapping_mul(1_664_525)
                 .wrapping_add(1_013_904_223);
-            let s = (self.kick >> 28) as usize % SLOTS;
-            let victim = self.buckets[b as usize].0[s];
-            self.buckets[b as usize].0[s] = cur;
-            *step = (b, s as u8);
+            let s = (self.kick >> 28) as usize % USABLE;
+            let (victim, victim_primary) = self.take(b, s, Some(&mut log));
+            self.place(b, s, cur, primary, Some(&mut log));
             cur = victim;
+            primary = victim_primary;
             b = self.alt_bucket(b, victim >> 24);
             if let Some(e) = self.empty_slot(b) {
-                self.buckets[b as usize].0[e] = cur;
+                self.place(b, e, cur, primary, Some(&mut log));
                 return true;
             }
         }
-        for &(b, s) in path.iter().rev() {
-            core::mem::swap(&mut self.buckets[b as usize].0[s as usize], &mut cur);
-        }
-        debug_assert_eq!(cur, val);
+        log.undo(self);
         false
     }
 
     fn index_remove(&mut self, p: &Probe, id: u32) {
         let val = p.tag << 24 | (id + 1);
         for b in [p.b1, p.b2] {
-            if let Some(v) = self.buckets[b as usize].0.iter_mut().find(|v| **v == val) {
-                *v = 0;
+            if let Some(s) = self.buckets[b as usize].0[..USABLE]
+                .iter()
+                .position(|&v| v == val)
+            {
+                self.take(b, s, None);
                 return;
             }
         }
@@ -689,6 +748,40 @@ impl<A: Addr> Table<A> {
     }
 }
 
+/// Words saved per kick: `take` and `place` each save a slot, its bucket's metadata and a
+/// primary bucket's metadata.
+const UNDO_PER_KICK: usize = 6;
+
+/// The words a failed cuckoo walk changed, to put them back.
+struct UndoLog {
+    len: usize,
+    words: [(u32, u8, u32); UNDO_PER_KICK * (MAX_KICKS + 1)],
+}
+
+impl UndoLog {
+    fn new() -> Self {
+        UndoLog {
+            len: 0,
+            words: [(0, 0, 0); UNDO_PER_KICK * (MAX_KICKS + 1)],
+        }
+    }
+
+    #[inline(always)]
+    fn save<A>(&mut self, t: &Table<A>, b: u32, i: usize) {
+        // Sized for the longest walk, so this never drops a word.
+        if let Some(w) = self.words.get_mut(self.len) {
+            *w = (b, i as u8, t.buckets[b as usize].0[i]);
+            self.len += 1;
+        }
+    }
+
+    fn undo<A>(&self, t: &mut Table<A>) {
+        for &(b, i, v) in self.words[..self.len].iter().rev() {
+            t.buckets[b as usize].0[i as usize] = v;
+        }
+    }
+}
+
 /// Why an entry could not be inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum InsertFail {
@@ -763,6 +856,13 @@ mod tests {
             }
         }
         assert_eq!(ok, cap, "cuckoo index refused an insert below capacity");
+        // Most misses read one bucket: few buckets have keys pushed out.
+        let overflowed = t.buckets.iter().filter(|b| b.0[META] >> 16 != 0).count();
+        assert!(
+            overflowed * 2 < t.buckets.len(),
+            "{overflowed} of {} overflowed",
+            t.buckets.len()
+        );
         assert_eq!(t.len(), cap);
         let e = Entry::<u32>::default();
         assert_eq!(t.insert(e, 1, 0), Err(InsertFail::Full));
@@ -772,6 +872,78 @@ mod tests {
 #[cfg(test)]
 mod churn_tests {
     use super::*;
+
+    /// The index invariants: every overflow count is the number of keys pushed out of that
+    /// bucket, every live entry is found from its hash, nothing else is indexed.
+    fn check_index<A: Addr>(t: &Table<A>, live: &[(u32, u64)]) {
+        let nb = t.buckets.len();
+        let mut want = vec![0u32; nb];
+        let mut indexed = 0;
+        for (x, b) in t.buckets.iter().enumerate() {
+            for s in 0..USABLE {
+                let v = b.0[s];
+                if v == 0 {
+                    assert_eq!(b.0[META] & (1 << s), 0, "empty slot marked pushed");
+                    continue;
+                }
+                indexed += 1;
+                if b.0[META] & (1 << s) != 0 {
+                    want[t.alt_bucket(x as u32, v >> 24) as usize] += 1;
+                }
+            }
+        }
+        for (b, w) in want.iter().enumerate() {
+            let have = t.buckets[b].0[META] >> 16;
+            assert!(
+                have == *w || have == 0xFFFF,
+                "bucket {b}: count {have}, pushed keys {w}"
+            );
+        }
+        assert_eq!(indexed, live.len());
+        for &(id, h) in live {
+            let p = t.probe(h);
+            assert_eq!(
+                t.find(&p, |e| core::ptr::eq(e, &t.entries[id as usize])),
+                Some(id)
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_cuckoo_walk_leaves_the_index_as_it_was() {
+        let mut t = Table::<u32>::new(4096, [7, 8], 0);
+        let mut live = Vec::new();
+        // Unrelated keys first, so the walk has neighbours to disturb.
+        for i in 0..2000u32 {
+            let e = Entry::<u32> {
+                caddr: 0x0a00_0000 + i,
+                cport: 1000,
+                deadline: 5,
+                ..Entry::default()
+            };
+            let h = t.hash_conn(1, e.caddr, e.cport);
+            live.push((t.insert(e, 1, h).unwrap(), h));
+        }
+        // One client address and port: one hash, two buckets, 30 slots.
+        let mut refused = 0;
+        for vport in 0..40u16 {
+            let e = Entry::<u32> {
+                caddr: 0xc000_0201,
+                cport: 5555,
+                vport,
+                deadline: 5,
+                ..Entry::default()
+            };
+            let h = t.hash_conn(1, e.caddr, e.cport);
+            match t.insert(e, 1, h) {
+                Ok(id) => live.push((id, h)),
+                Err(InsertFail::Bucket) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+            check_index(&t, &live);
+        }
+        assert!(refused >= 10, "{refused}");
+    }
 
     #[test]
     fn churn_at_capacity_never_runs_out_of_index_room() {
@@ -804,7 +976,11 @@ mod churn_tests {
                 Ok(id) => live.push((id, h)),
                 Err(_) => fails += 1,
             }
+            if round % 50_000 == 0 {
+                check_index(&t, &live);
+            }
         }
         assert_eq!(fails, 0);
+        check_index(&t, &live);
     }
 }
