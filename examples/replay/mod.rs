@@ -340,9 +340,9 @@ pub fn replay(
             Ok(()) => {
                 let step = s.engine.step(p.ts_ns, &frame);
                 let bytes = s.engine.output(&step);
-                // The length on the wire changes as the captured bytes do.
-                let orig = (p.orig_len as i64 + bytes.len() as i64 - frame.len() as i64)
-                    .clamp(0, u32::MAX as i64) as u32;
+                // On the wire: what was written, plus what the capture's snap length cut.
+                let cut = p.orig_len.saturating_sub(raw.len() as u32);
+                let orig = (bytes.len() as u32).saturating_add(cut);
                 match step.verdict {
                     Verdict::Forward(_) | Verdict::Pass(_) => {
                         out.write(p.ts_ns, orig, bytes).map_err(out_err)?;
