@@ -927,3 +927,30 @@ fn flush_releases_every_counter() {
         assert_eq!(r.counts(rs), (0, 0, 0));
     }
 }
+
+/// Deadlines are 32-bit milliseconds: a clock that jumps further than any timeout (a capture
+/// merged from different days, a dataplane idle for weeks) must find every old entry dead,
+/// whether a lookup or a mutating call sees the jump first.
+#[test]
+fn clock_jumps_of_days_to_months_leave_no_live_ghosts() {
+    let rules = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 192.168.1.1:80 -m\n";
+    for days in [1u64, 13, 25, 30, 40, 49, 50, 60, 400] {
+        for lookup_first in [true, false] {
+            let mut r = Rig::new(rules, ConnConfig::default());
+            let k = FlowKey::new(Protocol::Tcp, ip("198.51.100.1"), 40000, ip("10.0.0.1"), 80);
+            let id = r.client(&k, Segment::Tcp(SYN)).unwrap();
+            assert_eq!(r.table.lookup_in(&k, r.now), Some(id));
+            let later = r.now + Duration::from_secs(days * 86_400);
+            if lookup_first {
+                assert_eq!(r.table.lookup_in(&k, later), None, "{days} days");
+            }
+            r.advance(days * 86_400);
+            assert!(r.table.is_empty(), "{days} days");
+            assert_eq!(r.counts("192.168.1.1:80"), (0, 0, 0));
+            assert_eq!(r.table.lookup_in(&k, r.now), None, "{days} days");
+            // And the table keeps working at the new time.
+            let id = r.client(&k, Segment::Tcp(SYN)).unwrap();
+            assert_eq!(r.table.lookup_in(&k, r.now), Some(id));
+        }
+    }
+}

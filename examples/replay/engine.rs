@@ -19,11 +19,6 @@ pub const HEADROOM: usize = 128;
 pub const TAILROOM: usize = 1600;
 /// Work the connection table may do per expiry call (the engine calls again until done).
 const EXPIRE_BUDGET: u32 = 1 << 16;
-/// The longest step the engine lets the connection table's clock take at once, in ms. The
-/// table keeps time as a wrapping `u32` of milliseconds, so a capture that jumps ahead by
-/// more than 2^31 ms (24.8 days: captures merged from different days) would look to it like
-/// a jump backwards: nothing would expire, and connections long dead would still match.
-const EXPIRE_STRIDE_MS: u64 = 1 << 30;
 
 /// What the command line says about the director's own network.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -178,10 +173,6 @@ impl Engine {
         self.now = self.now.max(Instant::from_nanos(ts_ns));
         let ms = self.now.as_nanos() / 1_000_000;
         if ms > self.expired_ms {
-            while ms - self.expired_ms > EXPIRE_STRIDE_MS {
-                self.expired_ms += EXPIRE_STRIDE_MS;
-                self.expire(Instant::from_millis(self.expired_ms));
-            }
             self.expired_ms = ms;
             self.expire(self.now);
         }

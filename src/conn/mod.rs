@@ -570,7 +570,24 @@ struct Shared {
     no_cport: [u32; 2],
 }
 
+/// A clock step at least this long (longer than any timeout, [`MAX_TIMEOUT_MS`]) makes every
+/// entry dead.
+const JUMP_MS: u64 = 1 << 30;
+
 impl Shared {
+    /// The tick a read-only lookup compares deadlines with: `now`, or, if `now` lies a jump
+    /// beyond the clock (no mutating call saw it yet), the clock plus one jump: every deadline
+    /// lies before that, so every entry reads as dead, as it is.
+    #[inline(always)]
+    fn now_tick(&self, now: Instant) -> u32 {
+        let ms = ticks(now);
+        if ms >= self.clock_ms + JUMP_MS {
+            (self.clock_ms + JUMP_MS) as u32
+        } else {
+            ms as u32
+        }
+    }
+
     fn tick(&mut self, now: Instant) -> u32 {
         let ms = ticks(now);
         if ms > self.clock_ms {
@@ -1096,6 +1113,18 @@ impl ConnTable {
         }
     }
 
+    /// Moves the clock to `now` (the mutating calls' first step). A jump longer than any
+    /// timeout rebases every deadline (see `Table::rebase`), so that 32-bit wrapping
+    /// deadlines never read as future times.
+    fn tick(&mut self, now: Instant) -> u32 {
+        let ms = ticks(now);
+        if ms >= self.sh.clock_ms + JUMP_MS {
+            self.v4.rebase(ms as u32);
+            self.v6.rebase(ms as u32);
+        }
+        self.sh.tick(now)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ConnConfig {
         &self.sh.cfg
@@ -1180,7 +1209,7 @@ impl ConnTable {
     /// answer, and neither does an entry whose expiry has passed.
     #[inline]
     pub fn lookup_in(&self, key: &FlowKey, now: Instant) -> Option<ConnId> {
-        let now = ticks(now) as u32;
+        let now = self.sh.now_tick(now);
         if key.is_ipv6() {
             let k = parts::<u128>(key)?;
             find_in(&self.v6, &k, now, self.sh.no_cport[1]).map(|i| ConnId::new(true, i))
@@ -1195,7 +1224,7 @@ impl ConnTable {
     /// receives the answer for `keys[i]`; longer slices are processed 32 at a time.
     pub fn lookup_in_batch(&self, keys: &[FlowKey], now: Instant, out: &mut [Option<ConnId>]) {
         const B: usize = 32;
-        let tick = ticks(now) as u32;
+        let tick = self.sh.now_tick(now);
         for (keys, out) in keys.chunks(B).zip(out.chunks_mut(B)) {
             let n = keys.len().min(out.len());
             let mut parts4 = [None::<Parts<u32>>; B];
@@ -1256,7 +1285,7 @@ impl ConnTable {
     /// source = real server, destination = client.
     #[inline]
     pub fn lookup_out(&self, key: &FlowKey, now: Instant) -> Option<ConnId> {
-        let now = ticks(now) as u32;
+        let now = self.sh.now_tick(now);
         fn go<A: Addr>(t: &Table<A>, key: &FlowKey, now: u32) -> Option<u32> {
             let (rs, client) = (A::from_ip(key.src)?, A::from_ip(key.dst)?);
             let code = code_of(key.proto);
@@ -1356,7 +1385,7 @@ impl ConnTable {
         {
             return Err(ConnError::FamilyMismatch);
         }
-        let tick = self.sh.tick(now);
+        let tick = self.tick(now);
         family!(self, v6, |t, sh| {
             let k = parts(&new.key).ok_or(ConnError::FamilyMismatch)?;
             insert_conn(t, sh, acct, &k, new, tick)
@@ -1377,7 +1406,7 @@ impl ConnTable {
         now: Instant,
     ) -> Result<Transition, ConnError> {
         let (v6, i) = id.parts();
-        let tick = self.sh.tick(now);
+        let tick = self.tick(now);
         family!(self, v6, |t, sh| packet_family(
             t, sh, acct, i, dir, seg, len, tick
         ))
@@ -1417,7 +1446,7 @@ impl ConnTable {
         now: Instant,
     ) -> bool {
         let (v6, i) = id.parts();
-        let tick = self.sh.tick(now);
+        let tick = self.tick(now);
         family!(self, v6, |t, sh| {
             let Some(e) = t.entry(i) else { return false };
             if e.is(flag::TEMPLATE) && e.ctl() > 0 {
@@ -1463,7 +1492,7 @@ impl ConnTable {
         budget: u32,
         mut on_expired: Option<&mut dyn FnMut(&Conn)>,
     ) -> ExpireReport {
-        let tick = self.sh.tick(now);
+        let tick = self.tick(now);
         let mut budget = budget;
         let mut r = ExpireReport::default();
         let done4 = expire_family(
@@ -1514,7 +1543,7 @@ impl ConnTable {
 
     /// The persistence template for `key`, if one is alive and not invalidated.
     pub fn lookup_template(&self, key: &TemplateKey, now: Instant) -> Option<ConnId> {
-        let now = ticks(now) as u32;
+        let now = self.sh.now_tick(now);
         fn go<A: Addr>(t: &Table<A>, k: &TemplateKey, now: u32) -> Option<u32> {
             let (snet, v) = (A::from_ip(k.client_net)?, A::from_ip(k.vaddr)?);
             let code = template_code(k.protocol);
@@ -1634,7 +1663,7 @@ impl ConnTable {
             },
         };
         let timeout = (persist.timeout as u64 * 1000).min(MAX_TIMEOUT_MS as u64) as u32;
-        let tick = self.sh.tick(now);
+        let tick = self.tick(now);
         let mut tmpl = self.lookup_template(&tkey, now);
         if let Some(tid) = tmpl {
             let usable = self

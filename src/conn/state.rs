@@ -490,7 +490,7 @@ const fn secs(s: u32) -> u32 {
 
 /// Longest timeout the table accepts, in milliseconds (just under 2^31: the table compares
 /// expiry instants modulo 2^32 ms, about 49.7 days). Longer settings are clamped to it.
-pub const MAX_TIMEOUT_MS: u32 = (1 << 31) - 1;
+pub const MAX_TIMEOUT_MS: u32 = (1 << 30) - 1;
 
 impl Timeouts {
     /// The kernel's defaults (ipvs.md §6): TCP ESTABLISHED 900 s, SYN_SENT 120, SYN_RECV 60,

@@ -672,6 +672,24 @@ impl<A: Addr> Table<A> {
         Some(e)
     }
 
+    /// After the clock jumped further than any timeout (the table saw no call for weeks):
+    /// every entry is past its deadline, but deadlines are 32-bit milliseconds compared with
+    /// wrapping arithmetic, so they are moved to `tick - 1` before they could read as future
+    /// times. They stay until `expire` frees them, with their accounting. O(capacity), once per
+    /// such jump.
+    pub fn rebase(&mut self, tick: u32) {
+        let dead = tick.wrapping_sub(1);
+        self.heads.fill(NONE);
+        self.tails.fill(NONE);
+        self.cursor = dead;
+        for id in 0..self.entries.len() as u32 {
+            if self.entries[id as usize].is(flag::IN_USE) {
+                self.entries[id as usize].deadline = dead;
+                self.link(id, dead);
+            }
+        }
+    }
+
     /// Sets a new expiry; re-links at once only if it moved earlier (lazy re-arming).
     #[inline(always)]
     pub fn set_deadline(&mut self, id: u32, deadline: u32) {

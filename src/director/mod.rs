@@ -225,7 +225,7 @@ reasons! {
         IcmpUnmatched => "icmp-unmatched",
         /// An ICMP message whose checksum is wrong (IPVS verifies it before use).
         IcmpBadChecksum => "icmp-bad-checksum",
-        /// DR needs Ethernet frames.
+        /// A rewrite needed an Ethernet header the frame lacks.
         NeedsEthernet => "needs-ethernet",
         /// A tunnelled real server of the other address family: the connection table keeps
         /// one family per entry, so such a server can take one-packet (`-o`) UDP only.
@@ -315,7 +315,9 @@ fn reply_index(k: IcmpReply) -> usize {
 /// shape forwarding. The connection table and schedulers have their own configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirectorConfig {
-    /// What frames start with: Ethernet (MACs rewritten) or bare IP (a TUN device).
+    /// What frames start with: Ethernet (MACs rewritten) or bare IP (a TUN device). With bare
+    /// IP, a DR packet leaves unchanged but for its TTL, with [`Forward::next_hop`] the real
+    /// server: the caller must deliver it to that host's link-layer address itself.
     pub link: LinkType,
     /// The director's MAC: the source MAC of every frame it sends.
     pub mac: [u8; 6],
@@ -1117,9 +1119,10 @@ impl Director {
                 let Some(r) = self.route(id) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
-                self.count_conn(r.dest);
                 let v = self.forward_conn(buf, start, end, rx, layout, flow, seg, &r, now);
-                if !matches!(v, Verdict::Forward(_)) {
+                if matches!(v, Verdict::Forward(_)) {
+                    self.count_conn(r.dest);
+                } else {
                     // The first packet never left: forget the connection, as IPVS frees a
                     // connection whose first packet its transmitter refused.
                     self.conns.expire_now(&mut self.services, id, now);
