@@ -1,5 +1,5 @@
-//! Director benchmarks: nanoseconds per packet through [`Director::process_at`] and
-//! [`Director::process_batch`] (classification, connection lookup, real-server check, state
+//! Director benchmarks: nanoseconds per packet through `Director::process_at` and
+//! `Director::process_batch` (classification, connection lookup, real-server check, state
 //! machine, counters and rewrite, all of it), and new connections per second.
 //!
 //! - `director/established/{dr,nat,tun}/N`: an ACK with 10 bytes of data (a 64-byte frame) of
@@ -12,13 +12,14 @@
 //!   second.
 //!
 //! Each group holds, as the baseline, the same pipeline written the obvious way: etherparse
-//! parses the frame (`PacketHeaders::from_ethernet_slice`), a `std::collections::HashMap`
-//! keyed by the 5-tuple holds the connections (real server, state, expiry, counters; the same
-//! N entries), a scheduler over a `Vec` of real servers picks one for a SYN (`wlc` with IPVS's
-//! overhead `active * 256 + inactive`, or Maglev from the `maglev` crate with a 4093-entry
-//! table for `mh`), and the rewrite re-serialises the headers with etherparse, checksums
-//! computed from scratch, into a reused output buffer (as `benches/rewrite.rs` does): DR
-//! writes the new MACs and the IPv4 header with its TTL decremented; NAT also the new
+//! slices the frame (`SlicedPacket::from_ethernet`, its zero-copy parser; decoding everything
+//! with `PacketHeaders` costs more), a `std::collections::HashMap` keyed by the 5-tuple holds
+//! the connections (real server, state, expiry, counters; the same N entries), a scheduler
+//! over a `Vec` of real servers picks one for a SYN (`wlc` with IPVS's overhead
+//! `active * 256 + inactive`, or Maglev from the `maglev` crate with a 4093-entry table for
+//! `mh`), and the rewrite re-serialises the headers with etherparse, checksums computed from
+//! scratch (`to_header`, edit, `write`), into a reused output buffer as `benches/rewrite.rs`
+//! does: DR writes the new MACs and the IPv4 header with its TTL decremented; NAT also the new
 //! destination and the TCP header with a checksum over the segment; TUN an Ethernet header, a
 //! new outer IPv4 header and the inner packet with its TTL decremented.
 //!
@@ -27,9 +28,12 @@
 //! receive buffer (64 bytes of headroom for the tunnel headers, the frame, 64 bytes of
 //! tailroom), as a NIC would have written it, so no rewrite sees a frame it already rewrote
 //! (a TTL run down, an address already translated, a frame already encapsulated); the
-//! baselines make the same copy. The pristine frames are read in a random order of the
-//! connections, different from the order in which they were opened (the table allocates
-//! entries in insertion order), so at 1M connections nearly every lookup misses the caches.
+//! baselines make the same copy. The pristine frames (64 MB at 1M) stream from memory in a
+//! random order of the connections, different from the order in which they were opened (the
+//! table allocates entries in insertion order, so replaying that order would walk its memory
+//! sequentially), so at 1M connections nearly every lookup misses the caches. Reading the
+//! frames from DRAM costs both sides alike (about 10 ns per frame in a burst, more one frame
+//! at a time); a NIC writing into the last-level cache would spare it.
 //!
 //! New connections come from a pool of N fresh clients. When a run has used them all, the
 //! clock moves on 61 s and `expire` frees the half-open connections they made (the baselines
@@ -46,8 +50,8 @@ use std::time::{Duration, Instant as Clock};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::{
-    IpNumber, Ipv4Header, LinkHeader, NetHeaders, PacketBuilder, PacketHeaders, TcpHeader,
-    TransportHeader,
+    Ethernet2Header, IpNumber, Ipv4Header, LinkHeader, LinkSlice, NetHeaders, NetSlice,
+    PacketBuilder, PacketHeaders, SlicedPacket, TcpHeader, TransportHeader, TransportSlice,
 };
 use lvs::Instant;
 use lvs::conn::ConnConfig;
@@ -310,6 +314,15 @@ fn sizes() -> Vec<usize> {
 /// Protocol, client address and port, virtual address and port.
 type Key = (u8, IpAddr, u16, IpAddr, u16);
 
+/// The TCP flags the state machine looks at.
+#[derive(Clone, Copy, Debug)]
+struct Flags {
+    syn: bool,
+    ack: bool,
+    fin: bool,
+    rst: bool,
+}
+
 /// The states a director sees of a TCP connection (numbering the timeouts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TcpState {
@@ -322,7 +335,7 @@ enum TcpState {
 
 impl TcpState {
     /// The state after a segment from the client (the director sees one direction in DR).
-    fn next(self, tcp: &TcpHeader) -> TcpState {
+    fn next(self, tcp: Flags) -> TcpState {
         if tcp.rst {
             TcpState::Close
         } else if tcp.syn {
@@ -461,29 +474,36 @@ impl Baseline {
     /// Processes a frame from the client side, writing what to send into `out`; false if it
     /// is not forwarded.
     fn process(&mut self, frame: &[u8], out: &mut Vec<u8>, now: u64) -> bool {
-        let Ok(h) = PacketHeaders::from_ethernet_slice(frame) else {
+        // Slicing, etherparse's fast path: no header is copied until it is rewritten.
+        let Ok(p) = SlicedPacket::from_ethernet(frame) else {
             return false;
         };
         let (
-            Some(LinkHeader::Ethernet2(mut eth)),
-            Some(NetHeaders::Ipv4(mut ip, _)),
-            Some(TransportHeader::Tcp(mut tcp)),
-        ) = (h.link, h.net, h.transport)
+            Some(LinkSlice::Ethernet2(eth)),
+            Some(NetSlice::Ipv4(ipv4)),
+            Some(TransportSlice::Tcp(tcp)),
+        ) = (p.link, p.net, p.transport)
         else {
             return false;
         };
-        let payload = h.payload.slice();
+        let iph = ipv4.header();
+        let flags = Flags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+        };
         let key: Key = (
             6,
-            IpAddr::from(ip.source),
-            tcp.source_port,
-            IpAddr::from(ip.destination),
-            tcp.destination_port,
+            IpAddr::from(iph.source()),
+            tcp.source_port(),
+            IpAddr::from(iph.destination()),
+            tcp.destination_port(),
         );
         let conn = match self.conns.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                if !tcp.syn || tcp.rst {
+                if !flags.syn || flags.rst {
                     return false;
                 }
                 let Some(&n) = self.services.get(&(6, key.3, key.4)) else {
@@ -506,10 +526,11 @@ impl Baseline {
                 })
             }
         };
+        let mut ip = iph.to_header();
         if ip.time_to_live <= 1 {
             return false;
         }
-        let next = conn.state.next(&tcp);
+        let next = conn.state.next(flags);
         let timeout = self.timeouts[next as usize];
         let svc = &mut self.svcs[conn.service as usize];
         let dest = &mut svc.dests[conn.dest as usize];
@@ -535,8 +556,11 @@ impl Baseline {
         svc.stats.in_bytes += len;
 
         ip.time_to_live -= 1;
-        eth.destination = dest.mac;
-        eth.source = self.mac;
+        let eth = Ethernet2Header {
+            source: self.mac,
+            destination: dest.mac,
+            ether_type: eth.ether_type(),
+        };
         out.clear();
         eth.write(out).unwrap();
         // `Ipv4Header::write` computes the header checksum.
@@ -546,6 +570,8 @@ impl Baseline {
                 out.extend_from_slice(&frame[14 + ip.header_len()..]);
             }
             Method::Nat => {
+                let payload = tcp.payload();
+                let mut tcp = tcp.to_header();
                 ip.destination = dest.addr;
                 tcp.destination_port = dest.port;
                 tcp.checksum = tcp.calc_checksum_ipv4(&ip, payload).unwrap();
