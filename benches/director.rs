@@ -38,7 +38,7 @@
 //! New connections come from a pool of N fresh clients. When a run has used them all, the
 //! clock moves on 61 s and `expire` frees the half-open connections they made (the baselines
 //! remove theirs the same way), outside the timing (`iter_custom`), and the pool is reused;
-//! the N established connections stay (TCP timeout 2 000 000 s for this group).
+//! the N established connections stay (TCP timeout 1 000 000 s for this group).
 //!
 //! `cargo bench --bench director` (N = 1 000 000; `LVS_BENCH_SIZES=100000` for a quick run).
 
@@ -817,7 +817,7 @@ fn lvs_recycle(s: &mut LvsRun, live: usize) {
 fn new_conns(c: &mut Criterion) {
     // TCP (ESTABLISHED) timeout of this group, seconds: the N established connections must
     // outlive every 61 s step of the recycling.
-    const TCP_TIMEOUT: u32 = 2_000_000;
+    const TCP_TIMEOUT: u32 = 1_000_000;
     for n in sizes() {
         let all = clients(2 * n, 0x0fed_cba9 ^ n as u64);
         let (established, fresh) = all.split_at(n);
