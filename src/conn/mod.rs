@@ -1320,6 +1320,19 @@ impl ConnTable {
         now: Instant,
     ) -> Option<ConnId> {
         let id = self.lookup_in(key, now)?;
+        self.check_reuse(acct, id, new_conn, now)
+    }
+
+    /// The second half of [`ConnTable::lookup_in_for_new`], for a caller that looked `id` up
+    /// already (a batched lookup): `Some(id)` to use the connection, `None` if it was expired
+    /// so the packet is scheduled afresh.
+    pub fn check_reuse(
+        &mut self,
+        acct: &mut (impl DestAccounting + ?Sized),
+        id: ConnId,
+        new_conn: bool,
+        now: Instant,
+    ) -> Option<ConnId> {
         let mode = self.sh.cfg.conn_reuse_mode;
         if !new_conn || mode == 0 {
             return Some(id);

@@ -429,6 +429,15 @@ struct Route {
     dest: Option<DestRef>,
 }
 
+/// A key no lookup finds (no client port 0 entry exists for it): the batch's placeholder.
+const NO_FLOW: FlowKey = FlowKey::new(
+    Protocol::Icmp,
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    0,
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    0,
+);
+
 /// The largest frame prefix an ICMP reply quotes: link layer plus the quote limits.
 const SCRATCH: usize = 14 + 3 * 4 + rewrite::IPV6_QUOTE_LIMIT;
 
@@ -447,6 +456,9 @@ pub struct Director {
     real_servers: BTreeMap<IpAddr, BTreeSet<u16>>,
     stats: DirectorStats,
     scratch: Vec<u8>,
+    batch_stages: Vec<Stage>,
+    batch_keys: Vec<FlowKey>,
+    batch_found: Vec<Option<ConnId>>,
     classify: ClassifyOptions,
 }
 
@@ -454,8 +466,9 @@ pub struct Director {
 #[derive(Clone, Copy, Debug)]
 enum Stage {
     Done(Verdict),
-    /// A client-side packet of a balanced protocol, ready for the in lookup.
-    In(Layout, FlowKey),
+    /// A client-side packet of a balanced protocol (its layout has a flow), ready for the in
+    /// lookup.
+    In(Layout),
     /// Anything else that needs more work (ICMP, the server side).
     Other(Layout),
 }
@@ -473,6 +486,9 @@ impl Director {
             real_servers: BTreeMap::new(),
             stats: DirectorStats::default(),
             scratch: vec![0; SCRATCH],
+            batch_stages: Vec::with_capacity(32),
+            batch_keys: Vec::with_capacity(32),
+            batch_found: Vec::with_capacity(32),
             classify: ClassifyOptions {
                 gue_port: cfg.gue_port,
             },
@@ -715,9 +731,10 @@ impl Director {
     ) -> Verdict {
         let v = match self.stage(buf, start, end, rx) {
             Stage::Done(v) => v,
-            Stage::In(layout, flow) => {
-                self.client_packet(buf, start, end, rx, &layout, flow, None, now)
-            }
+            Stage::In(layout) => match layout.flow {
+                Some(flow) => self.client_packet(buf, start, end, rx, &layout, flow, None, now),
+                None => Verdict::Pass(PassReason::NotOurs),
+            },
             Stage::Other(layout) => self.other(buf, start, end, rx, &layout, now),
         };
         self.stats.count(&v);
@@ -737,49 +754,59 @@ impl Director {
     ) {
         const B: usize = 32;
         let n = frames.len().min(out.len());
+        // Scratch kept between calls: no initialisation per burst.
+        let mut stages = core::mem::take(&mut self.batch_stages);
+        let mut keys = core::mem::take(&mut self.batch_keys);
+        let mut found = core::mem::take(&mut self.batch_found);
         let mut base = 0;
         while base < n {
             let m = (n - base).min(B);
-            let mut stages = [Stage::Done(Verdict::Pass(PassReason::NotIp)); B];
-            let mut keys = [FlowKey::new(
-                Protocol::Tcp,
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                0,
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                0,
-            ); B];
-            let mut found = [None::<ConnId>; B];
-            for i in 0..m {
-                let f = &frames[base + i];
-                stages[i] = self.stage(f.buf, f.start, f.end, rx);
-                if let Stage::In(_, k) = stages[i] {
-                    keys[i] = k;
-                }
+            stages.clear();
+            keys.clear();
+            for f in &frames[base..base + m] {
+                let st = self.stage(f.buf, f.start, f.end, rx);
+                keys.push(match &st {
+                    Stage::In(l) => l.flow.unwrap_or(NO_FLOW),
+                    _ => NO_FLOW,
+                });
+                stages.push(st);
             }
-            self.conns.lookup_in_batch(&keys[..m], now, &mut found[..m]);
-            let epoch = self.table_epoch();
+            found.clear();
+            found.resize(m, None);
+            self.conns.lookup_in_batch(&keys, now, &mut found);
+            let (removed, inserted) = self.table_epoch();
             for i in 0..m {
                 let f = &mut frames[base + i];
-                let v = match stages[i] {
-                    Stage::Done(v) => v,
-                    Stage::In(layout, flow) => {
-                        // An earlier frame of the burst may have added or removed entries:
-                        // then the batched answer may be stale, so look up again.
-                        let pre = (self.table_epoch() == epoch).then_some(found[i]);
-                        self.client_packet(f.buf, f.start, f.end, rx, &layout, flow, pre, now)
+                let v = match &stages[i] {
+                    Stage::Done(v) => *v,
+                    Stage::In(layout) => {
+                        // The batched answer holds unless an earlier frame of the burst removed
+                        // entries (a hit may be gone), or inserted the same key (a miss may be
+                        // a hit now).
+                        let (r, ins) = self.table_epoch();
+                        let pre = match found[i] {
+                            Some(_) if r != removed => None,
+                            None if ins != inserted && keys[..i].contains(&keys[i]) => None,
+                            answer => Some(answer),
+                        };
+                        self.client_packet(f.buf, f.start, f.end, rx, layout, keys[i], pre, now)
                     }
-                    Stage::Other(layout) => self.other(f.buf, f.start, f.end, rx, &layout, now),
+                    Stage::Other(layout) => self.other(f.buf, f.start, f.end, rx, layout, now),
                 };
                 self.stats.count(&v);
                 out[base + i] = v;
             }
             base += m;
         }
+        self.batch_stages = stages;
+        self.batch_keys = keys;
+        self.batch_found = found;
     }
 
-    fn table_epoch(&self) -> u64 {
+    /// Entries removed and inserted so far.
+    fn table_epoch(&self) -> (u64, u64) {
         let s = self.conns.stats();
-        s.inserted + s.expired + s.evicted + s.expired_now
+        (s.expired + s.evicted + s.expired_now, s.inserted)
     }
 
     fn stage(&self, buf: &[u8], start: usize, end: usize, rx: &Rx) -> Stage {
@@ -804,7 +831,7 @@ impl Director {
                 Verdict::Pass(PassReason::NotOurs)
             });
         }
-        Stage::In(layout, flow)
+        Stage::In(layout)
     }
 
     /// ICMP from either side, and everything from the server side.
@@ -1029,14 +1056,14 @@ impl Director {
             Segment::Udp => (false, true),
             Segment::Other => (false, false),
         };
-        let id = match found {
-            // The batched lookup answered, and nothing may have changed since.
-            Some(pre) if !(opens && first) => pre,
-            _ if opens && first => {
-                self.conns
-                    .lookup_in_for_new(&mut self.services, &flow, true, now)
-            }
-            _ => self.conns.lookup_in(&flow, now),
+        let pre = match found {
+            Some(pre) => pre,
+            None => self.conns.lookup_in(&flow, now),
+        };
+        let id = match pre {
+            // A SYN (or INIT) for an existing tuple: conn_reuse_mode decides.
+            Some(id) if opens && first => self.conns.check_reuse(&mut self.services, id, true, now),
+            pre => pre,
         };
         let Some(cid) = id else {
             let Some(n) =
@@ -1230,7 +1257,11 @@ impl Director {
         if let Err(e) = res {
             return self.refused(buf, start, end, rx, layout, e);
         }
-        if ether && let Some(mac) = mac {
+        if ether
+            && fwd == ConnFlags::MASQ
+            && let Some(mac) = mac
+        {
+            // (DR wrote its MACs already.)
             frame[0..6].copy_from_slice(&mac);
             frame[6..12].copy_from_slice(&self.cfg.mac);
         }
