@@ -139,6 +139,15 @@ fn setup(n: usize) -> Setup {
         std.insert(*k, val());
         ahash.insert(*k, val());
     }
+    // Look up in another random order than the one of insertion: entries are allocated in
+    // insertion order, so replaying it would read the table's memory sequentially.
+    let mut y = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
+    for i in (1..ks.len()).rev() {
+        y ^= y << 13;
+        y ^= y >> 7;
+        y ^= y << 17;
+        ks.swap(i, (y % (i as u64 + 1)) as usize);
+    }
     Setup {
         keys: ks,
         misses,

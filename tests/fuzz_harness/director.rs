@@ -86,6 +86,7 @@ pub fn frames(data: &[u8]) -> Vec<(u8, &[u8])> {
 }
 
 /// Encodes frames for this harness (seed writers).
+#[allow(dead_code)]
 pub fn encode(records: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (ctl, f) in records {
