@@ -6,7 +6,7 @@
 //! service for a packet in IPVS order: firewall mark, then exact `(protocol, VIP, port)`, then
 //! the port-0 service of that VIP.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
 use core::net::IpAddr;
@@ -251,153 +251,147 @@ impl Services {
     /// the first that would fail is returned with its position. [`Services::apply_all`] uses
     /// it so a rules file with any error applies nothing.
     pub fn check(&self, cmds: &[&Command]) -> Result<(), (usize, ServiceError)> {
-        // A shadow of what the commands touch: which services exist, with which scheduler and
-        // persistence, and which real servers each one has linked.
-        #[derive(Clone)]
+        // A shadow of what the commands touch: which services exist, with which options and
+        // how many real servers their scheduler takes, and which real servers are linked.
         struct Shadow {
-            opts: ServiceOptions,
-            dests: BTreeMap<(IpAddr, u16), ()>,
+            max_dests: Option<usize>,
+            dests: BTreeSet<(IpAddr, u16)>,
         }
         let mut shadow: BTreeMap<ServiceKey, Option<Shadow>> = BTreeMap::new();
         let mut cleared = false;
         let mut linked = self.index.len();
-        let current = |shadow: &BTreeMap<ServiceKey, Option<Shadow>>,
-                       cleared: bool,
-                       key: &ServiceKey|
-         -> Option<Shadow> {
-            if let Some(s) = shadow.get(key) {
-                return s.clone();
-            }
-            if cleared {
-                return None;
-            }
-            self.get(key).map(|v| Shadow {
-                opts: v.options,
-                dests: v
-                    .pool
-                    .dests()
-                    .iter()
-                    .map(|(_, d)| ((d.addr(), d.port()), ()))
-                    .collect(),
-            })
+        let unlinked = self.unlinked();
+        let build = |opts: &ServiceOptions| {
+            opts.scheduler
+                .build(&SchedConfig {
+                    flags: opts.flags,
+                    ..self.sched
+                })
+                .map(|b| b.max_dests())
         };
         for (i, cmd) in cmds.iter().enumerate() {
             let fail = |e| Err((i, e));
-            match cmd {
-                Command::AddService(key, opts) => {
-                    if current(&shadow, cleared, key).is_some() {
-                        return fail(ServiceError::Exists(*key));
-                    }
-                    if let Err(e) = check_port_zero(key, opts) {
-                        return fail(e);
-                    }
-                    if linked + self.unlinked() >= MAX_SERVICES {
-                        return fail(ServiceError::TooMany);
-                    }
-                    if let Err(e) = opts.scheduler.build(&SchedConfig {
-                        flags: opts.flags,
-                        ..self.sched
-                    }) {
-                        return fail(e.into());
-                    }
-                    linked += 1;
-                    shadow.insert(
-                        *key,
-                        Some(Shadow {
-                            opts: *opts,
-                            dests: BTreeMap::new(),
-                        }),
-                    );
-                }
-                Command::EditService(key, opts) => {
-                    // In `apply`'s order: the port-0 rule first, then the service.
-                    if let Err(e) = check_port_zero(key, opts) {
-                        return fail(e);
-                    }
-                    let Some(mut s) = current(&shadow, cleared, key) else {
-                        return fail(ServiceError::NotFound(*key));
-                    };
-                    let sched = opts.scheduler.build(&SchedConfig {
-                        flags: opts.flags,
-                        ..self.sched
-                    });
-                    match sched {
-                        Err(e) => return fail(e.into()),
-                        Ok(b) => {
-                            if let Some(limit) = b.max_dests()
-                                && s.dests.len() > limit
-                            {
-                                return fail(SchedError::from(DestError::TooMany { limit }).into());
-                            }
-                        }
-                    }
-                    s.opts = *opts;
-                    shadow.insert(*key, Some(s));
-                }
-                Command::DeleteService(key) => {
-                    if current(&shadow, cleared, key).is_none() {
-                        return fail(ServiceError::NotFound(*key));
-                    }
-                    linked -= 1;
-                    shadow.insert(*key, None);
-                }
+            let key = match cmd {
+                Command::AddService(k, _)
+                | Command::EditService(k, _)
+                | Command::DeleteService(k)
+                | Command::AddServer(k, _)
+                | Command::EditServer(k, _)
+                | Command::DeleteServer(k, ..) => *k,
                 Command::Clear => {
                     shadow.clear();
                     cleared = true;
                     linked = 0;
+                    continue;
                 }
-                Command::AddServer(key, dest) | Command::EditServer(key, dest) => {
-                    let Some(mut s) = current(&shadow, cleared, key) else {
-                        return fail(ServiceError::NotFound(*key));
+                Command::SetTimeouts { .. } => continue,
+            };
+            // The service as the commands so far left it, read from `self` on first touch.
+            let slot = shadow.entry(key).or_insert_with(|| {
+                if cleared {
+                    return None;
+                }
+                self.get(&key).map(|v| Shadow {
+                    max_dests: v.pool.scheduler().max_dests(),
+                    dests: v
+                        .pool
+                        .dests()
+                        .iter()
+                        .map(|(_, d)| (d.addr(), d.port()))
+                        .collect(),
+                })
+            });
+            match cmd {
+                Command::AddService(_, opts) => {
+                    if slot.is_some() {
+                        return fail(ServiceError::Exists(key));
+                    }
+                    if let Err(e) = check_port_zero(&key, opts) {
+                        return fail(e);
+                    }
+                    if linked + unlinked >= MAX_SERVICES {
+                        return fail(ServiceError::TooMany);
+                    }
+                    let max_dests = match build(opts) {
+                        Ok(m) => m,
+                        Err(e) => return fail(e.into()),
                     };
-                    if dest.addr.is_ipv6() != is_v6(key)
+                    linked += 1;
+                    *slot = Some(Shadow {
+                        max_dests,
+                        dests: BTreeSet::new(),
+                    });
+                }
+                Command::EditService(_, opts) => {
+                    // In `apply`'s order: the port-0 rule first, then the service.
+                    if let Err(e) = check_port_zero(&key, opts) {
+                        return fail(e);
+                    }
+                    let Some(s) = slot else {
+                        return fail(ServiceError::NotFound(key));
+                    };
+                    let max_dests = match build(opts) {
+                        Ok(m) => m,
+                        Err(e) => return fail(e.into()),
+                    };
+                    if let Some(limit) = max_dests
+                        && s.dests.len() > limit
+                    {
+                        return fail(SchedError::from(DestError::TooMany { limit }).into());
+                    }
+                    s.max_dests = max_dests;
+                }
+                Command::DeleteService(_) => {
+                    if slot.take().is_none() {
+                        return fail(ServiceError::NotFound(key));
+                    }
+                    linked -= 1;
+                }
+                Command::AddServer(_, dest) | Command::EditServer(_, dest) => {
+                    let Some(s) = slot else {
+                        return fail(ServiceError::NotFound(key));
+                    };
+                    if dest.addr.is_ipv6() != is_v6(&key)
                         && !matches!(dest.method, ForwardMethod::Tunnel(_))
                     {
-                        return fail(ServiceError::MixedFamily(*key));
+                        return fail(ServiceError::MixedFamily(key));
+                    }
+                    // In `Pool::add_dest`'s and `DestSet::edit`'s order: the scheduler's limit
+                    // (adding), the settings, then the server's presence.
+                    let adding = matches!(cmd, Command::AddServer(..));
+                    if let Some(limit) = s.max_dests
+                        && adding
+                        && s.dests.len() >= limit
+                    {
+                        return fail(SchedError::from(DestError::TooMany { limit }).into());
                     }
                     if let Err(e) = dest.validate() {
                         return fail(SchedError::from(e).into());
                     }
                     let k = (dest.addr, dest.port);
-                    let exists = s.dests.contains_key(&k);
-                    if matches!(cmd, Command::AddServer(..)) {
+                    let exists = s.dests.contains(&k);
+                    if adding {
                         if exists {
                             return fail(
                                 SchedError::from(DestError::Exists(dest.addr, dest.port)).into(),
                             );
                         }
-                        let limit = s
-                            .opts
-                            .scheduler
-                            .build(&SchedConfig {
-                                flags: s.opts.flags,
-                                ..self.sched
-                            })
-                            .ok()
-                            .and_then(|b| b.max_dests());
-                        if let Some(limit) = limit
-                            && s.dests.len() >= limit
-                        {
-                            return fail(SchedError::from(DestError::TooMany { limit }).into());
-                        }
-                        s.dests.insert(k, ());
+                        s.dests.insert(k);
                     } else if !exists {
                         return fail(
                             SchedError::from(DestError::NotFound(dest.addr, dest.port)).into(),
                         );
                     }
-                    shadow.insert(*key, Some(s));
                 }
-                Command::DeleteServer(key, addr, port) => {
-                    let Some(mut s) = current(&shadow, cleared, key) else {
-                        return fail(ServiceError::NotFound(*key));
+                Command::DeleteServer(_, addr, port) => {
+                    let Some(s) = slot else {
+                        return fail(ServiceError::NotFound(key));
                     };
-                    if s.dests.remove(&(*addr, *port)).is_none() {
+                    if !s.dests.remove(&(*addr, *port)) {
                         return fail(SchedError::from(DestError::NotFound(*addr, *port)).into());
                     }
-                    shadow.insert(*key, Some(s));
                 }
-                Command::SetTimeouts { .. } => {}
+                Command::Clear | Command::SetTimeouts { .. } => {}
             }
         }
         Ok(())

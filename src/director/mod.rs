@@ -64,7 +64,7 @@ pub use neigh::{Neighbours, parse_mac};
 
 use crate::config::{self, Command, ConfigError, ServiceKey};
 use crate::conn::{
-    ConnConfig, ConnError, ConnFlags, ConnId, ConnTable, DestRef, Direction, ExpireReport,
+    Conn, ConnConfig, ConnError, ConnFlags, ConnId, ConnTable, DestRef, Direction, ExpireReport,
     ScheduleError, Scheduled, SctpEvent, Segment, TcpFlags, Timeouts,
 };
 use crate::dest::{DestId, ForwardMethod, Tunnel, TunnelCsum, TunnelKind as DestTunnelKind};
@@ -858,15 +858,10 @@ impl Director {
             return Verdict::Pass(PassReason::NotOurs);
         }
         // From a real server: a NAT reply, found in the out direction (§4.6).
-        let Some(id) = self.conns.lookup_out(&flow, now) else {
-            return Verdict::Pass(PassReason::NoConnection);
+        let (id, c) = match self.nat_conn_out(&flow, now) {
+            Ok(found) => found,
+            Err(v) => return v,
         };
-        let Some(c) = self.conns.get(id) else {
-            return Verdict::Pass(PassReason::NoConnection);
-        };
-        if c.flags.fwd() != ConnFlags::MASQ {
-            return Verdict::Pass(PassReason::NotNat);
-        }
         let frame = &mut buf[start..end];
         let opts = NatOptions {
             decrement_ttl: true,
@@ -886,6 +881,23 @@ impl Director {
         );
         self.count(c.dest, Direction::Output, layout.ip_len);
         self.send_to_client(buf, start, end, c.caddr)
+    }
+
+    /// The NAT connection a packet from a real server belongs to (out lookup, §4.6), or why
+    /// the packet is not the director's.
+    fn nat_conn_out(&self, key: &FlowKey, now: Instant) -> Result<(ConnId, Conn), Verdict> {
+        let id = self
+            .conns
+            .lookup_out(key, now)
+            .ok_or(Verdict::Pass(PassReason::NoConnection))?;
+        let c = self
+            .conns
+            .get(id)
+            .ok_or(Verdict::Pass(PassReason::NoConnection))?;
+        if c.flags.fwd() != ConnFlags::MASQ {
+            return Err(Verdict::Pass(PassReason::NotNat));
+        }
+        Ok((id, c))
     }
 
     /// Sends a frame to a client: the client's MAC, or the gateway's.
@@ -982,15 +994,10 @@ impl Director {
                 )
             }
             Side::Server => {
-                let Some(id) = self.conns.lookup_out(&key, now) else {
-                    return Verdict::Pass(PassReason::NoConnection);
+                let c = match self.nat_conn_out(&key, now) {
+                    Ok((_, c)) => c,
+                    Err(v) => return v,
                 };
-                let Some(c) = self.conns.get(id) else {
-                    return Verdict::Pass(PassReason::NoConnection);
-                };
-                if c.flags.fwd() != ConnFlags::MASQ {
-                    return Verdict::Pass(PassReason::NotNat);
-                }
                 let frame = &mut buf[start..end];
                 if let Err(e) = rewrite::nat_icmp_out(frame, layout, &info, c.vaddr, c.vport, true)
                 {
