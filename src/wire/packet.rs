@@ -194,7 +194,9 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// Classifies `buf` (see the module docs).
+/// Classifies `buf` (see the module docs). Inlined, so that callers build the layout in
+/// place instead of copying a returned enum through the stack.
+#[inline]
 pub fn classify(
     buf: &[u8],
     link: LinkType,
@@ -315,6 +317,7 @@ struct IpInfo {
     final_dst_offset: Option<usize>,
 }
 
+#[inline]
 fn parse_ipv4(buf: &[u8], l3: usize) -> Result<IpInfo, ParseError> {
     let h = need(buf, l3, 20)?;
     let ihl = h[0] & 0x0f;
