@@ -422,6 +422,28 @@ struct SvcSlot {
     dests: Vec<DestSlot>,
 }
 
+/// A frame on its way through the pipeline: its buffer and bounds (checked by
+/// [`Director::stage`] to lie in the buffer), what the caller said of it, and its layout.
+struct Pkt<'b> {
+    buf: &'b mut [u8],
+    start: usize,
+    end: usize,
+    rx: Rx,
+    layout: Layout,
+}
+
+impl<'b> Pkt<'b> {
+    fn new(buf: &'b mut [u8], start: usize, end: usize, rx: &Rx, layout: Layout) -> Self {
+        Pkt {
+            buf,
+            start,
+            end,
+            rx: *rx,
+            layout,
+        }
+    }
+}
+
 /// A connection as the forwarding step needs it.
 #[derive(Clone, Copy, Debug)]
 struct Route {
@@ -736,10 +758,13 @@ impl Director {
         let v = match self.stage(buf, start, end, rx) {
             Stage::Done(v) => v,
             Stage::In(layout) => match layout.flow {
-                Some(flow) => self.client_packet(buf, start, end, rx, &layout, flow, None, now),
+                Some(flow) => {
+                    let mut p = Pkt::new(buf, start, end, rx, layout);
+                    self.client_packet(&mut p, flow, None, now)
+                }
                 None => Verdict::Pass(PassReason::NotOurs),
             },
-            Stage::Other(layout) => self.other(buf, start, end, rx, &layout, now),
+            Stage::Other(layout) => self.other(&mut Pkt::new(buf, start, end, rx, layout), now),
         };
         self.stats.count(&v);
         v
@@ -793,9 +818,12 @@ impl Director {
                             None if ins != inserted && keys[..i].contains(&keys[i]) => None,
                             answer => Some(answer),
                         };
-                        self.client_packet(f.buf, f.start, f.end, rx, layout, keys[i], pre, now)
+                        let mut p = Pkt::new(f.buf, f.start, f.end, rx, *layout);
+                        self.client_packet(&mut p, keys[i], pre, now)
                     }
-                    Stage::Other(layout) => self.other(f.buf, f.start, f.end, rx, layout, now),
+                    Stage::Other(layout) => {
+                        self.other(&mut Pkt::new(f.buf, f.start, f.end, rx, *layout), now)
+                    }
                 };
                 self.stats.count(&v);
                 out[base + i] = v;
@@ -839,20 +867,20 @@ impl Director {
     }
 
     /// ICMP from either side, and everything from the server side.
-    fn other(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
-        now: Instant,
-    ) -> Verdict {
+    fn other(&mut self, p: &mut Pkt<'_>, now: Instant) -> Verdict {
+        let Pkt {
+            start,
+            end,
+            rx,
+            layout,
+            ..
+        } = *p;
+        let (rx, layout) = (&rx, &layout);
         let Some(flow) = layout.flow else {
             return Verdict::Pass(PassReason::NotOurs);
         };
         if matches!(flow.proto, Protocol::Icmp | Protocol::Icmpv6) {
-            return self.icmp(buf, start, end, rx, layout, now);
+            return self.icmp(p, now);
         }
         if layout.fragment == Fragment::NonFirst {
             return Verdict::Pass(PassReason::NotOurs);
@@ -862,13 +890,13 @@ impl Director {
             Ok(found) => found,
             Err(v) => return v,
         };
-        let frame = &mut buf[start..end];
+        let frame = &mut p.buf[start..end];
         let opts = NatOptions {
             decrement_ttl: true,
             checksum: rx.checksum,
         };
         if let Err(e) = rewrite::nat_out(frame, layout, c.vaddr, c.vport, &opts) {
-            return self.refused(buf, start, end, rx, layout, e);
+            return self.refused(p, e);
         }
         let seg = segment(frame, layout, flow.proto);
         let _ = self.conns.packet(
@@ -880,7 +908,7 @@ impl Director {
             now,
         );
         self.count(c.dest, Direction::Output, layout.ip_len);
-        self.send_to_client(buf, start, end, c.caddr)
+        self.send_to_client(p, c.caddr)
     }
 
     /// The NAT connection a packet from a real server belongs to (out lookup, §4.6), or why
@@ -901,20 +929,15 @@ impl Director {
     }
 
     /// Sends a frame to a client: the client's MAC, or the gateway's.
-    fn send_to_client(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        client: IpAddr,
-    ) -> Verdict {
+    fn send_to_client(&mut self, p: &mut Pkt<'_>, client: IpAddr) -> Verdict {
+        let Pkt { start, end, .. } = *p;
         let mut dst_mac = None;
         if self.cfg.link == LinkType::Ethernet {
             let Some(mac) = self.neigh.get(&client).or(self.cfg.client_gateway) else {
                 return Verdict::Drop(DropReason::NoNeighbour);
             };
-            buf[start..start + 6].copy_from_slice(&mac);
-            buf[start + 6..start + 12].copy_from_slice(&self.cfg.mac);
+            p.buf[start..start + 6].copy_from_slice(&mac);
+            p.buf[start + 6..start + 12].copy_from_slice(&self.cfg.mac);
             dst_mac = Some(mac);
         }
         Verdict::Forward(Forward {
@@ -948,16 +971,16 @@ impl Director {
     }
 
     /// ICMP errors both ways (§7.5); other ICMP is not balanced.
-    fn icmp(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
-        now: Instant,
-    ) -> Verdict {
-        let frame = &buf[start..end];
+    fn icmp(&mut self, p: &mut Pkt<'_>, now: Instant) -> Verdict {
+        let Pkt {
+            start,
+            end,
+            rx,
+            layout,
+            ..
+        } = *p;
+        let (rx, layout) = (&rx, &layout);
+        let frame = &p.buf[start..end];
         if !icmp_checksum_ok(frame, layout) {
             return Verdict::Drop(DropReason::IcmpBadChecksum);
         }
@@ -982,29 +1005,20 @@ impl Director {
                     return Verdict::Drop(DropReason::DestUnavailable);
                 }
                 self.count(r.dest, Direction::Input, layout.ip_len);
-                self.transmit(
-                    buf,
-                    start,
-                    end,
-                    rx,
-                    layout,
-                    &r,
-                    Some(&info),
-                    &quoted.reversed(),
-                )
+                self.transmit(p, &r, Some(&info), &quoted.reversed())
             }
             Side::Server => {
                 let c = match self.nat_conn_out(&key, now) {
                     Ok((_, c)) => c,
                     Err(v) => return v,
                 };
-                let frame = &mut buf[start..end];
+                let frame = &mut p.buf[start..end];
                 if let Err(e) = rewrite::nat_icmp_out(frame, layout, &info, c.vaddr, c.vport, true)
                 {
-                    return self.refused(buf, start, end, rx, layout, e);
+                    return self.refused(p, e);
                 }
                 self.count(c.dest, Direction::Output, layout.ip_len);
-                self.send_to_client(buf, start, end, c.caddr)
+                self.send_to_client(p, c.caddr)
             }
         }
     }
@@ -1040,19 +1054,22 @@ impl Director {
     }
 
     /// A client-side packet of TCP, UDP or SCTP: find or make its connection, then forward.
-    #[allow(clippy::too_many_arguments)]
     fn client_packet(
         &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
+        p: &mut Pkt<'_>,
         flow: FlowKey,
         found: Option<Option<ConnId>>,
         now: Instant,
     ) -> Verdict {
-        let frame = &buf[start..end];
+        let Pkt {
+            start,
+            end,
+            rx,
+            layout,
+            ..
+        } = *p;
+        let (rx, layout) = (&rx, &layout);
+        let frame = &p.buf[start..end];
         let seg = segment(frame, layout, flow.proto);
         let first = layout.fragment != Fragment::NonFirst;
         let (opens, may_schedule) = match seg {
@@ -1086,7 +1103,7 @@ impl Director {
             if !may_schedule {
                 return Verdict::Pass(PassReason::NoConnection);
             }
-            return self.schedule(buf, start, end, rx, layout, &flow, seg, n, now);
+            return self.schedule(p, &flow, seg, n, now);
         };
         let Some(route) = self.route(cid) else {
             return Verdict::Pass(PassReason::NoConnection);
@@ -1094,23 +1111,19 @@ impl Director {
         if !self.dest_ok(cid, &route, now) {
             return Verdict::Drop(DropReason::DestUnavailable);
         }
-        self.forward_conn(buf, start, end, rx, layout, &flow, seg, &route, now)
+        self.forward_conn(p, &flow, seg, &route, now)
     }
 
     /// Applies the packet to its connection and transmits it.
-    #[allow(clippy::too_many_arguments)]
     fn forward_conn(
         &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
+        p: &mut Pkt<'_>,
         flow: &FlowKey,
         seg: Segment,
         r: &Route,
         now: Instant,
     ) -> Verdict {
+        let layout = &{ p.layout };
         let Some(id) = r.id else {
             return Verdict::Drop(DropReason::Rewrite);
         };
@@ -1119,7 +1132,7 @@ impl Director {
             // IPVS's NAT transmitter does.
             let _ = self.conns.set_client_port(id, flow.sport);
         }
-        let v = self.transmit(buf, start, end, rx, layout, r, None, flow);
+        let v = self.transmit(p, r, None, flow);
         // IPVS moves the state and counts before transmitting; a packet the transmitter refuses
         // (too big, TTL) does not reach the real server here, so it does not count.
         if matches!(v, Verdict::Forward(_)) {
@@ -1136,19 +1149,15 @@ impl Director {
         v
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn schedule(
         &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
+        p: &mut Pkt<'_>,
         flow: &FlowKey,
         seg: Segment,
         n: u16,
         now: Instant,
     ) -> Verdict {
+        let layout = &{ p.layout };
         let Some(svc) = self.services.by_number_mut(n) else {
             return Verdict::Pass(PassReason::NotOurs);
         };
@@ -1157,7 +1166,7 @@ impl Director {
                 let Some(r) = self.route(id) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
-                let v = self.forward_conn(buf, start, end, rx, layout, flow, seg, &r, now);
+                let v = self.forward_conn(p, flow, seg, &r, now);
                 if matches!(v, Verdict::Forward(_)) {
                     self.count_conn(r.dest);
                 } else {
@@ -1182,16 +1191,14 @@ impl Director {
                     dport: port,
                     dest: Some(dref),
                 };
-                let v = self.transmit(buf, start, end, rx, layout, &r, None, flow);
+                let v = self.transmit(p, &r, None, flow);
                 if matches!(v, Verdict::Forward(_)) {
                     self.count_conn(r.dest);
                     self.count(r.dest, Direction::Input, layout.ip_len);
                 }
                 v
             }
-            Err(ScheduleError::NoDest) => {
-                self.reply(buf, start, end, rx, layout, IcmpReply::PortUnreachable)
-            }
+            Err(ScheduleError::NoDest) => self.reply(p, IcmpReply::PortUnreachable),
             Err(ScheduleError::FtpData | ScheduleError::PortMismatch) => {
                 Verdict::Pass(PassReason::NotScheduled)
             }
@@ -1207,18 +1214,21 @@ impl Director {
 
     /// The forwarding method's transmitter (§7): NAT, DR or TUN, for a packet or an ICMP error
     /// about one (`icmp`).
-    #[allow(clippy::too_many_arguments)]
     fn transmit(
         &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
+        p: &mut Pkt<'_>,
         r: &Route,
         icmp: Option<&IcmpErrorInfo>,
         flow: &FlowKey,
     ) -> Verdict {
+        let Pkt {
+            start,
+            end,
+            rx,
+            layout,
+            ..
+        } = *p;
+        let (rx, layout) = (&rx, &layout);
         let ds = r.dest.and_then(|d| {
             self.svc
                 .get(d.service() as usize)?
@@ -1232,18 +1242,18 @@ impl Director {
         let ether = self.cfg.link == LinkType::Ethernet;
         let fwd = r.flags.fwd();
         if fwd == ConnFlags::TUNNEL {
-            return self.tunnel(buf, start, end, rx, layout, r, mac, tunnel, flow);
+            return self.tunnel(p, r, mac, tunnel, flow);
         }
         if ether && mac.is_none() {
             return Verdict::Drop(DropReason::NoNeighbour);
         }
         // The path MTU check of §7.0 (not for ICMP errors, as IPVS).
         if icmp.is_none()
-            && let Some(mtu) = self.too_big(buf, start, layout)
+            && let Some(mtu) = self.too_big(p.buf, start, layout)
         {
-            return self.reply(buf, start, end, rx, layout, IcmpReply::TooBig { mtu });
+            return self.reply(p, IcmpReply::TooBig { mtu });
         }
-        let frame = &mut buf[start..end];
+        let frame = &mut p.buf[start..end];
         let res = match (fwd, icmp) {
             (ConnFlags::MASQ, None) => rewrite::nat_in(
                 frame,
@@ -1266,7 +1276,7 @@ impl Director {
             _ => rewrite::decrement_ttl(frame, layout),
         };
         if let Err(e) = res {
-            return self.refused(buf, start, end, rx, layout, e);
+            return self.refused(p, e);
         }
         if ether
             && fwd == ConnFlags::MASQ
@@ -1286,19 +1296,18 @@ impl Director {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn tunnel(
         &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
+        p: &mut Pkt<'_>,
         r: &Route,
         mac: Option<[u8; 6]>,
         tunnel: Option<Tunnel>,
         flow: &FlowKey,
     ) -> Verdict {
+        let Pkt {
+            start, end, layout, ..
+        } = *p;
+        let layout = &layout;
         let ether = self.cfg.link == LinkType::Ethernet;
         if ether && mac.is_none() {
             return Verdict::Drop(DropReason::NoNeighbour);
@@ -1325,25 +1334,25 @@ impl Director {
         let Some(src) = src else {
             return Verdict::Drop(DropReason::NoTunnelSource);
         };
-        let mut p = TunnelParams::new(kind, src, r.daddr);
-        p.flow_hash = rewrite::tunnel_flow_hash(flow);
-        p.pmtu_disc = self.cfg.pmtu_disc;
-        p.mtu = self.cfg.mtu;
-        p.src_hash_bits = self.cfg.tunnel_src_hash_bits;
-        p.macs = mac.filter(|_| ether).map(|m| (m, self.cfg.mac));
-        let Some(b) = buf.get_mut(..end) else {
+        let mut tp = TunnelParams::new(kind, src, r.daddr);
+        tp.flow_hash = rewrite::tunnel_flow_hash(flow);
+        tp.pmtu_disc = self.cfg.pmtu_disc;
+        tp.mtu = self.cfg.mtu;
+        tp.src_hash_bits = self.cfg.tunnel_src_hash_bits;
+        tp.macs = mac.filter(|_| ether).map(|m| (m, self.cfg.mac));
+        let Some(b) = p.buf.get_mut(..end) else {
             return Verdict::Drop(DropReason::Rewrite);
         };
-        match rewrite::encap(b, start, layout, &p) {
+        match rewrite::encap(b, start, layout, &tp) {
             Ok(e) => Verdict::Forward(Forward {
                 to: Side::Server,
                 start: e.start,
                 end: e.end,
-                dst_mac: p.macs.map(|m| m.0),
+                dst_mac: tp.macs.map(|m| m.0),
                 next_hop: r.daddr,
                 over_mtu: e.over_mtu,
             }),
-            Err(e) => self.refused(buf, start, end, rx, layout, e),
+            Err(e) => self.refused(p, e),
         }
     }
 
@@ -1362,22 +1371,10 @@ impl Director {
     }
 
     /// A rewrite refused the packet: a reply where IPVS sends one, else a drop.
-    fn refused(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
-        e: RewriteError,
-    ) -> Verdict {
+    fn refused(&mut self, p: &mut Pkt<'_>, e: RewriteError) -> Verdict {
         match e {
-            RewriteError::TtlExpired => {
-                self.reply(buf, start, end, rx, layout, IcmpReply::TimeExceeded)
-            }
-            RewriteError::TooBig { mtu } => {
-                self.reply(buf, start, end, rx, layout, IcmpReply::TooBig { mtu })
-            }
+            RewriteError::TtlExpired => self.reply(p, IcmpReply::TimeExceeded),
+            RewriteError::TooBig { mtu } => self.reply(p, IcmpReply::TooBig { mtu }),
             RewriteError::NoHeadroom { .. } => Verdict::Drop(DropReason::NoRoom),
             RewriteError::NoLinkLayer => Verdict::Drop(DropReason::NeedsEthernet),
             _ => Verdict::Drop(DropReason::Rewrite),
@@ -1386,15 +1383,15 @@ impl Director {
 
     /// Writes the ICMP error `kind` about the frame into its buffer, from the address the
     /// packet was sent to (client side: the VIP) or the director's own (server side).
-    fn reply(
-        &mut self,
-        buf: &mut [u8],
-        start: usize,
-        end: usize,
-        rx: &Rx,
-        layout: &Layout,
-        kind: IcmpReply,
-    ) -> Verdict {
+    fn reply(&mut self, p: &mut Pkt<'_>, kind: IcmpReply) -> Verdict {
+        let Pkt {
+            start,
+            end,
+            rx,
+            layout,
+            ..
+        } = *p;
+        let (rx, layout) = (&rx, &layout);
         let from = match (rx.side, layout.flow) {
             (Side::Client, Some(f)) => Some(f.dst),
             (Side::Server, Some(f)) => match f.dst {
@@ -1407,8 +1404,9 @@ impl Director {
             return Verdict::Drop(DropReason::NoReply);
         };
         let n = (end - start).min(self.scratch.len());
-        self.scratch[..n].copy_from_slice(&buf[start..start + n]);
-        match rewrite::write_icmp_error(&mut buf[start..], &self.scratch[..n], layout, kind, from) {
+        self.scratch[..n].copy_from_slice(&p.buf[start..start + n]);
+        match rewrite::write_icmp_error(&mut p.buf[start..], &self.scratch[..n], layout, kind, from)
+        {
             Ok(len) => Verdict::Reply(Reply {
                 to: rx.side,
                 start,
