@@ -54,6 +54,10 @@ usage: afpacket_director --rules FILE --client-if IF [--server-if IF] [options]
   --mtu N                path MTU towards the real servers (default: the server interface's)
   --capacity N           connection table entries per address family (default 1048576)
   --gue-port PORT        UDP port of GUE packets arriving at the director, if any
+  --rx-block KB          receive ring block size (default 4; at least one frame + 68 B).
+                         TPACKET_V3 hands a block over when it is full or 1 ms after its
+                         first frame: small blocks keep the latency low under load
+  --rx-blocks N          receive ring blocks (default 2048)
   -h, --help             this text
 
 Turn off the receive offloads of the interfaces (`ethtool -K IF gro off lro off`, and on
@@ -79,6 +83,8 @@ pub struct Options {
     pub mtu: Option<u32>,
     pub capacity: u32,
     pub gue_port: Option<u16>,
+    pub rx_block_kb: u32,
+    pub rx_blocks: u32,
 }
 
 /// Parses the command line (without the program name). `Err` holds the message for stderr.
@@ -86,6 +92,8 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     let mut o = Options {
         workers: 1,
         capacity: 1 << 20,
+        rx_block_kb: 4,
+        rx_blocks: 2048,
         ..Options::default()
     };
     let mut rules = None;
@@ -115,6 +123,8 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--mtu" => o.mtu = Some(num(a, val(a)?)?),
             "--capacity" => o.capacity = num(a, val(a)?)?,
             "--gue-port" => o.gue_port = Some(num(a, val(a)?)?),
+            "--rx-block" => o.rx_block_kb = num(a, val(a)?)?,
+            "--rx-blocks" => o.rx_blocks = num(a, val(a)?)?,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -122,6 +132,12 @@ pub fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     o.client_if = client.ok_or("--client-if is required")?;
     if o.workers == 0 || o.workers > 64 {
         return Err("--workers: 1 to 64".into());
+    }
+    if !o.rx_block_kb.is_power_of_two() || !(4..=4096).contains(&o.rx_block_kb) {
+        return Err("--rx-block: a power of two from 4 to 4096".into());
+    }
+    if !(8..=1 << 16).contains(&o.rx_blocks) {
+        return Err("--rx-blocks: 8 to 65536".into());
     }
     if o.server_if.as_deref() == Some(o.client_if.as_str()) {
         o.server_if = None;
@@ -162,7 +178,7 @@ pub fn run(o: Options) -> Result<(), (String, i32)> {
         None => Vec::new(),
     };
     let server_if = o.server_if.clone().unwrap_or_else(|| o.client_if.clone());
-    let (client_mac, _) = sys::link_info(&o.client_if).map_err(|e| fail(e.to_string()))?;
+    let (client_mac, client_mtu) = sys::link_info(&o.client_if).map_err(|e| fail(e.to_string()))?;
     let (server_mac, server_mtu) = sys::link_info(&server_if).map_err(|e| fail(e.to_string()))?;
     let addrs = sys::addresses(&server_if);
     let cfg = DirectorConfig {
@@ -211,8 +227,10 @@ pub fn run(o: Options) -> Result<(), (String, i32)> {
         None => None,
     };
     let ring = RingConfig {
-        rx_block_size: 1 << 18,
-        rx_blocks: 64,
+        // A block holds at least one frame of the larger MTU.
+        rx_block_size: (o.rx_block_kb << 10)
+            .max((server_mtu.max(client_mtu) + 14 + 8 + 80).next_power_of_two()),
+        rx_blocks: o.rx_blocks,
         rx_timeout_ms: 1,
         tx_frame_size: (server_mtu + 14 + 8 + 64 + 48)
             .next_power_of_two()
