@@ -99,7 +99,7 @@ EOF
         # Tunnel packets go to tun_decap; the kernel must not answer them with protocol unreachable.
         x $h nft -f - <<'EOF'
 table inet lvs_e2e {
-    chain in { type filter hook input priority 0; meta l4proto { 4, 41, 47 } drop; }
+    chain in { type filter hook input priority 0; meta l4proto { 4, 41, 47 } drop; udp dport 6080 drop; }
 }
 EOF
         x $h ip tuntap add dev tun0 mode tun
