@@ -118,7 +118,14 @@ measure() { # measure NAME: one round of the three tests, appended to $WORK/NAME
     x client curl -sf --max-time 5 "http://$VIP/whoami" >/dev/null || { echo "$name: no path to the VIP"; return 1; }
     wrk_rps 64 >>"$WORK/$name.rps"; echo >>"$WORK/$name.rps"
     wrk_rps 32 -H "Connection: close" >>"$WORK/$name.cps"; echo >>"$WORK/$name.cps"
+    # LVS_BENCH_PERF=FILE: a system-wide profile of the director's UDP test, for `perf report`.
+    local perf=""
+    if [[ -n ${LVS_BENCH_PERF:-} && $name == ours ]]; then
+        perf record -q -a -g -o "$LVS_BENCH_PERF" >/dev/null 2>&1 &
+        perf=$!
+    fi
     udp_pps >>"$WORK/$name.pps"
+    if [[ -n $perf ]]; then kill -INT "$perf"; wait "$perf" || true; fi
 }
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
