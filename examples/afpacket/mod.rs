@@ -242,7 +242,6 @@ pub fn run(o: Options) -> Result<(), (String, i32)> {
     let mut workers = Vec::new();
     for id in 0..o.workers {
         let setup = WorkerSetup {
-            id,
             client_if: o.client_if.clone(),
             server_if: o.server_if.clone(),
             ring,

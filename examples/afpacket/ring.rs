@@ -310,7 +310,7 @@ impl PacketSocket {
     }
 }
 
-fn status(p: *mut u8) -> &'static AtomicU32 {
+fn status<'a>(p: *mut u8) -> &'a AtomicU32 {
     // SAFETY: `p` points at a 4-byte-aligned status word inside a live mapping (block and
     // slot offsets are multiples of 16); the kernel writes it concurrently, hence atomic.
     unsafe { &*(p as *const AtomicU32) }

@@ -66,7 +66,6 @@ pub struct Snapshot {
 
 /// Everything a worker is built from.
 pub struct WorkerSetup {
-    pub id: usize,
     pub client_if: String,
     pub server_if: Option<String>,
     pub ring: RingConfig,
@@ -141,7 +140,6 @@ impl Worker {
             Some(i) => Some(PacketSocket::open(i, &s.ring, s.fanout)?),
             None => None,
         };
-        let _ = s.id;
         Ok(Worker {
             vips: vips(&director),
             director,
