@@ -8,6 +8,8 @@
 
 pub mod arp;
 pub mod ring;
+#[path = "../common/signals.rs"]
+pub mod signals;
 pub mod sys;
 pub mod worker;
 

@@ -4,56 +4,24 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use lvs::director::parse_mac;
 
-/// SIGINT or SIGTERM arrived: stop.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-/// SIGUSR1 arrived: print the counters.
-pub static DUMP: AtomicBool = AtomicBool::new(false);
+pub use super::signals::{DUMP, STOP, install_signal_handlers};
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    // Only atomics: async-signal-safe.
-    if sig == libc::SIGUSR1 {
-        DUMP.store(true, Ordering::Relaxed);
-    } else {
-        STOP.store(true, Ordering::Relaxed);
+/// Waits up to `timeout_ms` for one of `fds` (at most two) to be readable.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 2];
+    for (slot, &fd) in p.iter_mut().zip(fds) {
+        slot.fd = fd;
     }
-}
-
-/// Installs the handlers for SIGINT, SIGTERM and SIGUSR1.
-pub fn install_signal_handlers() -> io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores to atomics, which is
-        // async-signal-safe; no SA_RESTART, so poll returns early with EINTR.
-        let r = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Waits up to `timeout_ms` for one of `fds` to be readable; returns which are.
-pub fn poll_readable(fds: &[RawFd], timeout_ms: i32, ready: &mut Vec<bool>) {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `p` is a valid array of `p.len()` pollfd entries.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-    ready.clear();
-    ready.extend(p.iter().map(|x| r > 0 && x.revents & libc::POLLIN != 0));
+    let n = fds.len().min(p.len());
+    // SAFETY: `p` holds `n` valid pollfd entries.
+    unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
 }
 
 /// The interface's MAC address and MTU, from sysfs.

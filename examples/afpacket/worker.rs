@@ -171,15 +171,14 @@ impl Worker {
         if let Some(s) = &self.server {
             fds.push(s.fd());
         }
-        let mut ready = Vec::new();
         let mut last_expire = 0u64;
         loop {
             if sys::STOP.load(Ordering::Relaxed) {
                 return Ok(self.snapshot());
             }
-            sys::poll_readable(&fds, 10, &mut ready);
-            // Rings are drained whether poll said so or not: a V3 block can be handed over
-            // between poll and the next look.
+            sys::poll_readable(&fds, 10);
+            // Rings are drained whatever poll says: a V3 block can be handed over between
+            // poll and the next look.
             while self.burst(false)
                 + if self.server.is_some() {
                     self.burst(true)

@@ -7,6 +7,8 @@
 //! - here: the command line and the receive loop.
 
 pub mod decide;
+#[path = "../common/signals.rs"]
+pub mod signals;
 pub mod stats;
 pub mod sys;
 

@@ -8,12 +8,8 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set by SIGINT and SIGTERM: stop after the current burst.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-/// Set by SIGUSR1: print the counters.
-pub static DUMP: AtomicBool = AtomicBool::new(false);
+pub use super::signals::{DUMP, STOP, install_signal_handlers};
 
 fn check(ret: c_int) -> io::Result<c_int> {
     if ret < 0 {
@@ -287,30 +283,4 @@ pub fn interface_addrs(name: &str) -> io::Result<Vec<IpAddr>> {
     out.sort();
     out.dedup();
     Ok(out)
-}
-
-extern "C" fn on_signal(sig: c_int) {
-    // Only atomics here: anything else is not async-signal-safe.
-    if sig == libc::SIGUSR1 {
-        DUMP.store(true, Ordering::Relaxed);
-    } else {
-        STOP.store(true, Ordering::Relaxed);
-    }
-}
-
-/// SIGINT and SIGTERM set [`STOP`], SIGUSR1 sets [`DUMP`]. Without SA_RESTART, so that a
-/// signal cuts `poll` short.
-pub fn install_signal_handlers() -> io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
-        // SAFETY: sigaction is plain old data; all zeroes is a valid value.
-        let mut sa: libc::sigaction = unsafe { mem::zeroed() };
-        sa.sa_sigaction = on_signal as extern "C" fn(c_int) as libc::sighandler_t;
-        sa.sa_flags = 0;
-        // SAFETY: `sa.sa_mask` is a sigset_t owned here.
-        unsafe { libc::sigemptyset(&mut sa.sa_mask) };
-        // SAFETY: `sa` is fully initialised, its handler only touches atomics; the old
-        // action is not asked for.
-        check(unsafe { libc::sigaction(sig, &sa, ptr::null_mut()) })?;
-    }
-    Ok(())
 }
