@@ -15,6 +15,7 @@ pub mod flow;
 pub mod rewrite;
 pub mod sched;
 pub mod service;
+pub mod sync;
 pub mod time;
 pub mod wire;
 

@@ -75,6 +75,7 @@ use crate::time::Instant;
 pub use state::{
     ConnState, Direction, MAX_TIMEOUT_MS, SctpEvent, SctpState, TcpFlags, TcpState, Timeouts,
 };
+pub use sync::{SyncOutcome, SyncPolicy, SyncUpdate, state_number};
 pub use table::MAX_CAPACITY;
 use table::{Addr, Entry, InsertFail, NONE, Table, at_or_after, flag};
 
@@ -1059,12 +1060,17 @@ macro_rules! family_ref {
     };
 }
 
+mod sync;
+
 /// The connection table of one core. See the [module documentation](self).
 #[derive(Clone, Debug)]
 pub struct ConnTable {
     v4: Table<u32>,
     v6: Table<u128>,
     sh: Shared,
+    /// The sync master's memory per entry, allocated at the first [`ConnTable::sync_needed`].
+    memo4: alloc::vec::Vec<sync::SyncMemo>,
+    memo6: alloc::vec::Vec<sync::SyncMemo>,
 }
 
 /// Where a connection forwards to ([`ConnTable::target`]).
@@ -1110,6 +1116,8 @@ impl ConnTable {
                 clock_ms: ticks(now),
                 no_cport: [0; 2],
             },
+            memo4: alloc::vec::Vec::new(),
+            memo6: alloc::vec::Vec::new(),
         }
     }
 
@@ -1399,11 +1407,13 @@ impl ConnTable {
             return Err(ConnError::FamilyMismatch);
         }
         let tick = self.tick(now);
-        family!(self, v6, |t, sh| {
+        let id = family!(self, v6, |t, sh| {
             let k = parts(&new.key).ok_or(ConnError::FamilyMismatch)?;
             insert_conn(t, sh, acct, &k, new, tick)
         })
-        .map(|i| ConnId::new(v6, i))
+        .map(|i| ConnId::new(v6, i))?;
+        self.reset_memo(id);
+        Ok(id)
     }
 
     /// Applies one packet: counters, the `NOOUTPUT` flag, the state transition of its
@@ -1705,7 +1715,7 @@ impl ConnTable {
                 flags.0 |= ConnFlags::TEMPLATE;
                 flags.0 &= !ConnFlags::INACTIVE;
                 let dest = DestRef::new(service, id.index() as u16);
-                family!(self, v6, |t, sh| {
+                let tid = family!(self, v6, |t, sh| {
                     insert_template(
                         t,
                         sh,
@@ -1713,13 +1723,15 @@ impl ConnTable {
                         &tkey,
                         addr,
                         tdport,
-                        dest,
+                        dest.0,
                         flags,
                         timeout,
                         tick,
                     )
                 })
-                .map(|i| ConnId::new(v6, i))?
+                .map(|i| ConnId::new(v6, i))?;
+                self.reset_memo(tid);
+                tid
             }
         };
         let t = self.get(tid).ok_or(ScheduleError::NoDest)?;
@@ -1824,7 +1836,7 @@ fn insert_template<A: Addr>(
     key: &TemplateKey,
     daddr: IpAddr,
     dport: u16,
-    dest: DestRef,
+    dest: u32,
     flags: ConnFlags,
     timeout: u32,
     now: u32,
@@ -1842,7 +1854,7 @@ fn insert_template<A: Addr>(
         dport,
         flags: (flags.0 & flag::USER) | flag::TEMPLATE,
         deadline: now.wrapping_add(timeout),
-        dest: dest.0,
+        dest,
         ..Entry::default()
     };
     e.set_proto(code);

@@ -52,6 +52,7 @@
 //!   verifies every one); it is used as it is.
 
 mod neigh;
+mod sync;
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
@@ -61,6 +62,7 @@ use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use neigh::{Neighbours, parse_mac};
+pub use sync::{SyncBackupConfig, SyncError, SyncReport, SyncStats};
 
 use crate::config::{self, Command, ConfigError, ServiceKey};
 use crate::conn::{
@@ -486,6 +488,10 @@ pub struct Director {
     batch_keys: Vec<FlowKey>,
     batch_found: Vec<Option<ConnId>>,
     classify: ClassifyOptions,
+    /// The sync master's sender, when enabled.
+    sync: Option<crate::sync::Sender>,
+    sync_backup: SyncBackupConfig,
+    sync_stats: SyncStats,
 }
 
 /// The state a packet reaches after classification, before the connection lookup.
@@ -518,6 +524,9 @@ impl Director {
             classify: ClassifyOptions {
                 gue_port: cfg.gue_port,
             },
+            sync: None,
+            sync_backup: SyncBackupConfig::default(),
+            sync_stats: SyncStats::default(),
         }
     }
 
@@ -1145,6 +1154,9 @@ impl Director {
                 now,
             );
             self.count(r.dest, Direction::Input, layout.ip_len);
+            if self.sync.is_some() {
+                self.sync_conn(id, now);
+            }
         }
         v
     }
