@@ -328,9 +328,7 @@ impl ConnTable {
                 let (_, i) = id.parts();
                 family!(self, v6, |t, _sh| {
                     let e = t.entry_mut(i).ok_or(ConnError::Unknown)?;
-                    if !template
-                        && e.dest != NONE
-                        && (e.flags ^ u.flags) & ConnFlags::INACTIVE != 0
+                    if !template && e.dest != NONE && (e.flags ^ u.flags) & ConnFlags::INACTIVE != 0
                     {
                         acct.set_active(DestRef(e.dest), u.flags & ConnFlags::INACTIVE == 0);
                     }

@@ -227,7 +227,10 @@ impl fmt::Display for MessageError {
                 write!(f, "record {index} at offset {offset} truncated")
             }
             MessageError::Overrun { index, offset } => {
-                write!(f, "record {index} at offset {offset} runs past the datagram")
+                write!(
+                    f,
+                    "record {index} at offset {offset} runs past the datagram"
+                )
             }
             MessageError::RecordVersion {
                 index,
@@ -241,12 +244,18 @@ impl fmt::Display for MessageError {
                 index,
                 offset,
                 size,
-            } => write!(f, "record {index} at offset {offset}: size {size} too small"),
+            } => write!(
+                f,
+                "record {index} at offset {offset}: size {size} too small"
+            ),
             MessageError::Option {
                 index,
                 offset,
                 defect,
-            } => write!(f, "record {index}: bad option at offset {offset}: {defect:?}"),
+            } => write!(
+                f,
+                "record {index}: bad option at offset {offset}: {defect:?}"
+            ),
         }
     }
 }
@@ -741,7 +750,9 @@ impl<'b> Encoder<'b> {
             Version::V1 if self.count > 0 => (4 - (self.len & 3)) & 3,
             _ => 0,
         };
-        if self.count == u8::MAX || self.len + pad + n > self.buf.len() || self.len + pad + n > 0xffff
+        if self.count == u8::MAX
+            || self.len + pad + n > self.buf.len()
+            || self.len + pad + n > 0xffff
         {
             return Err(EncodeError::Full);
         }
@@ -976,7 +987,12 @@ mod tests {
         let b = encode(Version::V0, 0, &[c]);
         assert_eq!(b.len(), 4 + 24 + 24);
         assert_eq!(&b[28..32], &[4, 3, 2, 1]);
-        let got = Message::parse(&b).unwrap().records().next().unwrap().unwrap();
+        let got = Message::parse(&b)
+            .unwrap()
+            .records()
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(got.seq, c.seq);
         // Truncating the sequence block drops the datagram.
         let mut t = b[..40].to_vec();
@@ -1011,7 +1027,11 @@ mod tests {
     }
 
     fn with_record(opts: &[u8]) -> Vec<u8> {
-        let mut b = encode(Version::V1, 0, &[conn("192.0.2.1", "198.51.100.1", "10.0.0.2")]);
+        let mut b = encode(
+            Version::V1,
+            0,
+            &[conn("192.0.2.1", "198.51.100.1", "10.0.0.2")],
+        );
         b.extend_from_slice(opts);
         let rec = (36 + opts.len()) as u16;
         b[10..12].copy_from_slice(&rec.to_be_bytes());
@@ -1022,8 +1042,15 @@ mod tests {
 
     #[test]
     fn datagram_defects() {
-        assert_eq!(Message::parse(&[0, 0, 0]), Err(MessageError::TooShort { len: 3 }));
-        let mut b = encode(Version::V1, 0, &[conn("192.0.2.1", "198.51.100.1", "10.0.0.2")]);
+        assert_eq!(
+            Message::parse(&[0, 0, 0]),
+            Err(MessageError::TooShort { len: 3 })
+        );
+        let mut b = encode(
+            Version::V1,
+            0,
+            &[conn("192.0.2.1", "198.51.100.1", "10.0.0.2")],
+        );
         b.push(0);
         assert_eq!(
             Message::parse(&b),
@@ -1038,40 +1065,61 @@ mod tests {
         ));
         let mut t = ok.clone();
         t[8] = 2;
-        assert!(matches!(Message::parse(&t), Err(MessageError::RecordType { ty: 2, .. })));
+        assert!(matches!(
+            Message::parse(&t),
+            Err(MessageError::RecordType { ty: 2, .. })
+        ));
         let mut s = ok.clone();
         s[11] = 30;
-        assert!(matches!(Message::parse(&s), Err(MessageError::RecordTooShort { .. })));
+        assert!(matches!(
+            Message::parse(&s),
+            Err(MessageError::RecordTooShort { .. })
+        ));
         let mut o = ok.clone();
         o[11] = 48;
-        assert!(matches!(Message::parse(&o), Err(MessageError::Overrun { .. })));
+        assert!(matches!(
+            Message::parse(&o),
+            Err(MessageError::Overrun { .. })
+        ));
         // A count larger than the records present.
         let mut c = ok.clone();
         c[4] = 2;
-        assert!(matches!(Message::parse(&c), Err(MessageError::Truncated { index: 1, .. })));
+        assert!(matches!(
+            Message::parse(&c),
+            Err(MessageError::Truncated { index: 1, .. })
+        ));
         // A type with bit 0 set is IPv6 whatever its other bits (as the kernel reads it): a
         // 36-byte record is then too short.
         let mut six = ok.clone();
         six[8] = 3;
-        assert!(matches!(Message::parse(&six), Err(MessageError::RecordTooShort { .. })));
+        assert!(matches!(
+            Message::parse(&six),
+            Err(MessageError::RecordTooShort { .. })
+        ));
     }
 
     #[test]
     fn option_defects() {
-        let opt = |d: OptionDefect| {
-            move |r: Result<Message<'_>, MessageError>| {
-                matches!(r, Err(MessageError::Option { defect, .. }) if defect == d)
-            }
-        };
-        assert!(opt(OptionDefect::Truncated)(Message::parse(&with_record(&[1]))));
-        assert!(opt(OptionDefect::ZeroLength)(Message::parse(&with_record(&[2, 0]))));
-        assert!(opt(OptionDefect::Overrun)(Message::parse(&with_record(&[2, 5, 1]))));
-        assert!(opt(OptionDefect::SeqLength(2))(Message::parse(&with_record(&[1, 2, 0, 0]))));
-        let name = [&[3u8, 17][..], &[b'x'; 17]].concat();
-        assert!(opt(OptionDefect::NameTooLong(17))(Message::parse(&with_record(&name))));
-        assert!(opt(OptionDefect::Duplicate(2))(Message::parse(&with_record(&[
-            2, 1, 9, 2, 1, 9
+        let opt = |d: OptionDefect| move |r: Result<Message<'_>, MessageError>| matches!(r, Err(MessageError::Option { defect, .. }) if defect == d);
+        assert!(opt(OptionDefect::Truncated)(Message::parse(&with_record(
+            &[1]
+        ))));
+        assert!(opt(OptionDefect::ZeroLength)(Message::parse(&with_record(
+            &[2, 0]
+        ))));
+        assert!(opt(OptionDefect::Overrun)(Message::parse(&with_record(&[
+            2, 5, 1
         ]))));
+        assert!(opt(OptionDefect::SeqLength(2))(Message::parse(
+            &with_record(&[1, 2, 0, 0])
+        )));
+        let name = [&[3u8, 17][..], &[b'x'; 17]].concat();
+        assert!(opt(OptionDefect::NameTooLong(17))(Message::parse(
+            &with_record(&name)
+        )));
+        assert!(opt(OptionDefect::Duplicate(2))(Message::parse(
+            &with_record(&[2, 1, 9, 2, 1, 9])
+        )));
         // SEQ_DATA with the optional bit is still SEQ_DATA (the kernel masks the bit off).
         let mut seq = vec![0x41, 24];
         seq.extend_from_slice(&[0; 24]);
@@ -1088,7 +1136,14 @@ mod tests {
         assert_eq!(m.records().next(), Some(Err(RecordError::UnknownOption(9))));
         // The same option marked optional is ignored.
         let b = with_record(&[0x49, 1, 0]);
-        assert!(Message::parse(&b).unwrap().records().next().unwrap().is_ok());
+        assert!(
+            Message::parse(&b)
+                .unwrap()
+                .records()
+                .next()
+                .unwrap()
+                .is_ok()
+        );
         // Persistence data without an engine name.
         let b = with_record(&[2, 1, 7]);
         assert_eq!(
@@ -1120,7 +1175,11 @@ mod tests {
     #[test]
     fn detection_and_limits() {
         // A v1 header with a non-zero spare byte is read as version 0 (as the kernel reads it).
-        let mut b = encode(Version::V1, 0, &[conn("192.0.2.1", "198.51.100.1", "10.0.0.2")]);
+        let mut b = encode(
+            Version::V1,
+            0,
+            &[conn("192.0.2.1", "198.51.100.1", "10.0.0.2")],
+        );
         b[7] = 1;
         let m = Message::parse(&b).unwrap();
         assert_eq!((m.version(), m.count()), (Version::V0, 0));

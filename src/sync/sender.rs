@@ -5,8 +5,8 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::codec::{EncodeError, Encoder, SyncConn, Version};
 use super::DEFAULT_MAXLEN_V4;
+use super::codec::{EncodeError, Encoder, SyncConn, Version};
 use crate::conn::SyncPolicy;
 use crate::time::Instant;
 
