@@ -151,6 +151,11 @@ impl Engine {
         &self.director
     }
 
+    /// The director, to configure (a sync master) or drain (its sync datagrams).
+    pub fn director_mut(&mut self) -> &mut Director {
+        &mut self.director
+    }
+
     /// What frames start with.
     pub fn link(&self) -> LinkType {
         self.link
