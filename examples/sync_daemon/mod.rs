@@ -272,7 +272,7 @@ fn master(a: &Args) -> Result<(), Fail> {
         *datagrams += 1;
         bytes += g.len() as u64;
         // Paced, so a backup's socket buffer keeps up with a replay at full speed.
-        if *datagrams % 32 == 0 {
+        if (*datagrams).is_multiple_of(32) {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
@@ -302,7 +302,9 @@ fn master(a: &Args) -> Result<(), Fail> {
         let now = e.now();
         while let Some(g) = e.director_mut().poll_sync(now) {
             send(&g, &mut datagrams)?;
-            e.director_mut().sync_sender_mut().map(|s| s.recycle(g));
+            if let Some(s) = e.director_mut().sync_sender_mut() {
+                s.recycle(g);
+            }
         }
     }
     let Some(mut e) = engine else {
