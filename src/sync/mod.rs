@@ -31,6 +31,10 @@
 //!   kernel's only engine is SIP, which the crate does not have.
 //! - A template re-armed at expiry because it still controls connections is not re-synced
 //!   (the kernel syncs it then); templates are synced after each of their connections.
+//! - One-packet (`-o`) datagrams are never synced, as in the kernel, but neither is the
+//!   template of a persistent one-packet service (the kernel syncs it after each datagram).
+//! - The firewall mark sent is the service's (0 for a service by address); the kernel sends the
+//!   mark the packet carried.
 
 pub mod codec;
 mod sender;
