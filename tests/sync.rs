@@ -590,3 +590,95 @@ fn consistent_hash_schedulers_agree_across_directors() {
         assert_eq!(disagree, 0, "{sched}");
     }
 }
+
+/// `sync_refresh_period`, `sync_retries` and `sync_persist_mode` (ipvs.md §8.4).
+#[test]
+fn refresh_period_retries_and_persist_mode() {
+    use core::time::Duration;
+    use lvs::conn::SyncPolicy;
+    let rules = dr_rules("rr", 2)
+        + "-A -t 192.0.2.1:443 -s rr -p 300\n-a -t 192.0.2.1:443 -r 10.1.0.9:443 -g\n";
+    let count = |m: &mut Director| -> (usize, usize) {
+        let g = drain(m);
+        let recs: Vec<_> = g
+            .iter()
+            .flat_map(|g| {
+                Message::parse(g)
+                    .unwrap()
+                    .records()
+                    .map(|r| r.unwrap().is_template())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (
+            recs.iter().filter(|t| !**t).count(),
+            recs.iter().filter(|t| **t).count(),
+        )
+    };
+    // Refresh period 60 s, no sync period: an established connection is synced at its first
+    // packet, then not again until its reported expiry moved by 60 s.
+    let mut m = director(&rules, 1);
+    m.enable_sync_master(SenderConfig {
+        policy: SyncPolicy {
+            period: 0,
+            refresh_period_ms: 60_000,
+            ..SyncPolicy::default()
+        },
+        ..SenderConfig::default()
+    });
+    let t0 = Instant::from_millis(1_000_000);
+    let (c, p) = client(42);
+    send(&mut m, &frame(c, p, VIP, 80, Some(SYN)), t0);
+    let mut synced_at = Vec::new();
+    for s in [1u64, 2, 30, 59, 62, 63, 130] {
+        send(
+            &mut m,
+            &frame(c, p, VIP, 80, Some(ACK)),
+            t0 + Duration::from_secs(s),
+        );
+        if count(&mut m).0 > 0 {
+            synced_at.push(s);
+        }
+    }
+    assert_eq!(synced_at, vec![1, 62, 130]);
+    // With retries, a suppressed sync is resent (up to `retries` times) once period / 8 has
+    // passed since the last one was reported.
+    let mut m = director(&rules, 1);
+    m.enable_sync_master(SenderConfig {
+        policy: SyncPolicy {
+            period: 0,
+            refresh_period_ms: 80_000,
+            retries: 2,
+            ..SyncPolicy::default()
+        },
+        ..SenderConfig::default()
+    });
+    send(&mut m, &frame(c, p, VIP, 80, Some(SYN)), t0);
+    let mut synced_at = Vec::new();
+    for s in [1u64, 5, 11, 12, 22, 40, 50] {
+        send(
+            &mut m,
+            &frame(c, p, VIP, 80, Some(ACK)),
+            t0 + Duration::from_secs(s),
+        );
+        if count(&mut m).0 > 0 {
+            synced_at.push(s);
+        }
+    }
+    // 1: first; 11 and 22: retries once 10 s (80 s / 8) have passed; then no retries left.
+    assert_eq!(synced_at, vec![1, 11, 22]);
+    // persist_mode: connections under a template are not synced, their template is.
+    let mut m = director(&rules, 1);
+    m.enable_sync_master(SenderConfig {
+        policy: SyncPolicy {
+            persist_mode: true,
+            ..SyncPolicy::default()
+        },
+        ..SenderConfig::default()
+    });
+    send(&mut m, &frame(c, p, VIP, 443, Some(SYN)), t0);
+    for _ in 0..4 {
+        send(&mut m, &frame(c, p, VIP, 443, Some(ACK)), t0);
+    }
+    assert_eq!(count(&mut m), (0, 5));
+}
