@@ -48,7 +48,7 @@ const ESP: u8 = 50;
 pub const fn protocol_states(protocol: u8) -> Option<u16> {
     match protocol {
         TCP => Some(11),
-        UDP => Some(2),
+        UDP => Some(1),
         SCTP => Some(14),
         AH | ESP => Some(1),
         _ => None,
@@ -1159,8 +1159,19 @@ mod tests {
         t.flags = 0x1000;
         t.protocol = 0;
         t.state = 7;
-        let b = encode(Version::V1, 0, &[p, s, t]);
+        // UDP has one state (`IP_VS_UDP_S_LAST` is 1): state 1 is refused.
+        let mut u = conn("192.0.2.3", "198.51.100.1", "10.0.0.2");
+        u.protocol = 17;
+        u.state = 1;
+        let b = encode(Version::V1, 0, &[p, s, t, u]);
         let r: Vec<_> = Message::parse(&b).unwrap().records().collect();
+        assert_eq!(
+            r[3],
+            Err(RecordError::State {
+                protocol: 17,
+                state: 1
+            })
+        );
         assert_eq!(r[0], Err(RecordError::Protocol(99)));
         assert_eq!(
             r[1],
