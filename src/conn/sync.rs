@@ -5,8 +5,8 @@ use core::net::IpAddr;
 
 use super::table::{NONE, flag};
 use super::{
-    ConnError, ConnFlags, ConnId, ConnState, ConnTable, DestAccounting, DestRef, MAX_TIMEOUT_MS,
-    NewConn, SctpState, TcpState, TemplateKey, code_of, conn_kind, insert_template,
+    Conn, ConnError, ConnFlags, ConnId, ConnState, ConnTable, DestAccounting, DestRef,
+    MAX_TIMEOUT_MS, NewConn, SctpState, TcpState, TemplateKey, code_of, conn_kind, insert_template,
 };
 use crate::flow::{FlowKey, Protocol};
 use crate::time::Instant;
@@ -167,7 +167,7 @@ impl ConnTable {
     }
 
     /// The master's rule (the kernel's `ip_vs_sync_conn_needed`, ipvs.md §8.4): whether the
-    /// entry `id`, having seen `pkts` packets from the client and with `timeout_ms` as its
+    /// entry `c` (a snapshot from [`ConnTable::get`]), having seen `pkts` packets from the client and with `timeout_ms` as its
     /// current timeout, is to be synced now. Remembers the state and reported expiry when it
     /// says yes. TCP is synced only in ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT and TIME_WAIT,
     /// at once on a change into any of these but ESTABLISHED; SCTP likewise in ESTABLISHED,
@@ -175,13 +175,13 @@ impl ConnTable {
     /// One-packet connections are never synced (they have no entry).
     pub fn sync_needed(
         &mut self,
-        id: ConnId,
+        c: &Conn,
         pkts: u32,
         policy: &SyncPolicy,
         timeout_ms: u32,
         now: Instant,
     ) -> bool {
-        let Some(c) = self.get(id) else { return false };
+        let id = c.id;
         let now_ms = super::ticks(now) as u32;
         let template = c.flags.has(ConnFlags::TEMPLATE);
         let state = state_number(c.state) as u8;

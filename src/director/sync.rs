@@ -188,7 +188,7 @@ impl Director {
             };
             if self
                 .conns
-                .sync_needed(id, pkts_now, &policy, timeout_ms, now)
+                .sync_needed(&c, pkts_now, &policy, timeout_ms, now)
             {
                 let rec = SyncConn {
                     protocol: c.protocol,
