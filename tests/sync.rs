@@ -682,3 +682,69 @@ fn refresh_period_retries_and_persist_mode() {
     }
     assert_eq!(count(&mut m), (0, 5));
 }
+
+/// Found by fuzzing: a template record whose firewall mark names another service is bound to
+/// that service's real server; a new connection matching the template's key must not use it
+/// (the real-server counters of two services would be mixed up), and every counter returns to
+/// zero once everything expired.
+#[test]
+fn template_bound_to_another_service_is_not_used() {
+    let rules = "-A -t 192.0.2.2:0 -s wlc -p 60\n-a -t 192.0.2.2:0 -r 10.1.0.1 -g\n\
+                 -A -f 5 -s rr\n-a -f 5 -r 10.1.0.9 -g\n";
+    let mut d = director(rules, 1);
+    let t = SyncConn {
+        protocol: 6,
+        flags: 0x1000,
+        state: 1,
+        caddr: "203.0.113.7".parse().unwrap(),
+        cport: 0,
+        vaddr: "192.0.2.2".parse().unwrap(),
+        vport: 0,
+        daddr: "10.1.0.9".parse().unwrap(),
+        dport: 0,
+        fwmark: 5,
+        timeout: 60,
+        seq: None,
+        pe_data: None,
+        pe_name: None,
+    };
+    let now = Instant::from_millis(1_000);
+    assert_eq!(
+        d.apply_sync(&datagram(Version::V1, 0, &[t]), now)
+            .unwrap()
+            .created,
+        1
+    );
+    let v = send(
+        &mut d,
+        &frame(
+            "203.0.113.7".parse().unwrap(),
+            50_001,
+            "192.0.2.2".parse().unwrap(),
+            443,
+            Some(SYN),
+        ),
+        now,
+    );
+    assert_eq!(dr_target(&v), Some(rs_mac("10.1.0.1".parse().unwrap())));
+    // A template outlives its last connection by up to one 60 s re-arm: expire twice.
+    for late in [10_000_000, 10_200_000] {
+        while !d.expire(Instant::from_millis(late), 1 << 16).done {}
+    }
+    assert_eq!(
+        d.conns().len(),
+        0,
+        "{:?}",
+        d.conns().iter().collect::<Vec<_>>()
+    );
+    for s in d.services().iter() {
+        for (_, x) in s.pool().dests().iter() {
+            assert_eq!(
+                (x.active_conns(), x.inactive_conns(), x.persistent_conns()),
+                (0, 0, 0),
+                "{}",
+                x.addr()
+            );
+        }
+    }
+}

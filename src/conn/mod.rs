@@ -1689,9 +1689,12 @@ impl ConnTable {
         let tick = self.tick(now);
         let mut tmpl = self.lookup_template(&tkey, now);
         if let Some(tid) = tmpl {
+            // A template bound to another service's real server (a sync record can name one)
+            // is as unusable as one whose real server is gone.
             let usable = self
                 .get(tid)
                 .and_then(|c| c.dest)
+                .filter(|d| d.service() == service)
                 .and_then(|d| svc.pool().status(d))
                 .is_some_and(|s| {
                     s.available && !(self.sh.cfg.expire_quiescent_template && s.weight == 0)
