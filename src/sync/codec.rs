@@ -476,7 +476,11 @@ impl<'a> Message<'a> {
     fn step_v1(&self, index: u8, p: usize) -> Result<Step<'a>, MessageError> {
         let b = self.buf;
         if p + RECORD_V1_V4 > b.len() {
-            return Err(MessageError::Truncated { index, offset: p });
+            // The previous record's alignment padding can put `p` past the end: report the end.
+            return Err(MessageError::Truncated {
+                index,
+                offset: p.min(b.len()),
+            });
         }
         let ver_size = be16(b, p + 2);
         let size = (ver_size & 0x0fff) as usize;
