@@ -104,6 +104,37 @@ const METHOD_MASK: u16 = ConnFlags::FWD_MASK | ConnFlags::NOOUTPUT;
 /// Timeout of a template learnt without one (version 0 messages), as the kernel gives it.
 const TEMPLATE_DEFAULT_MS: u32 = 180_000;
 
+/// How the master's rule sees a TCP or SCTP state (UDP and the rest: `None`, the count rule
+/// only).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncState {
+    /// Not synced in this state (TCP: all but ES, FW, CL, CW, TW).
+    Never,
+    /// ESTABLISHED: the count rule decides.
+    Established,
+    /// A closing state that is synced, at once when entered.
+    Closing,
+}
+
+fn sync_states(s: ConnState) -> Option<SyncState> {
+    Some(match s {
+        ConnState::Tcp(TcpState::Established) | ConnState::Sctp(SctpState::Established) => {
+            SyncState::Established
+        }
+        ConnState::Tcp(
+            TcpState::FinWait | TcpState::Close | TcpState::CloseWait | TcpState::TimeWait,
+        )
+        | ConnState::Sctp(
+            SctpState::ShutdownSent
+            | SctpState::ShutdownReceived
+            | SctpState::ShutdownAckSent
+            | SctpState::Closed,
+        ) => SyncState::Closing,
+        ConnState::Tcp(_) | ConnState::Sctp(_) => SyncState::Never,
+        _ => return None,
+    })
+}
+
 /// The kernel number of a connection state (what a sync record carries).
 pub fn state_number(s: ConnState) -> u16 {
     match s {
@@ -189,48 +220,22 @@ impl ConnTable {
             Some(m) => *m,
             None => return false,
         };
+        let mut n = now_ms.wrapping_add(timeout_ms) & !3;
         // The kernel also computes a "force" flag (state != old_state) that only matters when two
         // CPUs race to sync one connection; a table has one owner.
-        if template {
-        } else if policy.persist_mode && c.template.is_some() {
-            return false;
-        } else {
-            let listed = match c.state {
-                ConnState::Tcp(s) => Some(matches!(
-                    s,
-                    TcpState::Established
-                        | TcpState::FinWait
-                        | TcpState::Close
-                        | TcpState::CloseWait
-                        | TcpState::TimeWait
-                )),
-                ConnState::Sctp(s) => Some(matches!(
-                    s,
-                    SctpState::Established
-                        | SctpState::ShutdownSent
-                        | SctpState::ShutdownReceived
-                        | SctpState::ShutdownAckSent
-                        | SctpState::Closed
-                )),
-                _ => None,
-            };
-            match listed {
-                Some(false) => return false,
-                Some(true) => {
-                    let changed = state != memo.old_state;
-                    let established = matches!(
-                        c.state,
-                        ConnState::Tcp(TcpState::Established)
-                            | ConnState::Sctp(SctpState::Established)
-                    );
-                    if changed && !established {
-                        return self.set_memo(id, state, now_ms.wrapping_add(timeout_ms) & !3);
-                    }
+        if !template {
+            if policy.persist_mode && c.template.is_some() {
+                return false;
+            }
+            match sync_states(c.state) {
+                Some(SyncState::Never) => return false,
+                // A change into a synced state other than ESTABLISHED is synced at once.
+                Some(SyncState::Closing) if state != memo.old_state => {
+                    return self.set_memo(id, state, n);
                 }
-                None => {}
+                _ => {}
             }
         }
-        let mut n = now_ms.wrapping_add(timeout_ms) & !3;
         let refresh = policy.refresh_period_ms;
         if refresh > 0 {
             let orig = memo.endtime;

@@ -99,9 +99,9 @@ impl Sender {
     }
 
     fn reset(&mut self) {
-        let e = Encoder::new(&mut self.cur, self.cfg.version, self.cfg.syncid)
-            .expect("maxlen holds a header");
-        self.cur_len = e.len();
+        // `new` clamps maxlen far above a header, so this cannot fail.
+        self.cur_len =
+            Encoder::new(&mut self.cur, self.cfg.version, self.cfg.syncid).map_or(0, |e| e.len());
         self.cur_count = 0;
         self.cur_first = None;
     }
