@@ -429,10 +429,14 @@ fn backup_follows_the_kernel_rules() {
     let mut pe = record("203.0.113.4", 5000, "10.1.0.1", DR_ES, 1);
     pe.pe_data = Some(b"call-id");
     pe.pe_name = Some(b"sip");
+    // A template of a protocol the table does not keep is refused (it would read as a
+    // firewall-mark template).
+    let mut odd = record("203.0.113.0", 0, "10.1.0.1", 0x1000, 0);
+    odd.protocol = 99;
     let r = b
-        .apply_sync(&datagram(Version::V1, 0, &[sctp, pe]), now)
+        .apply_sync(&datagram(Version::V1, 0, &[sctp, pe, odd]), now)
         .unwrap();
-    assert_eq!((r.created, r.skipped), (1, 1));
+    assert_eq!((r.created, r.skipped, r.refused), (1, 1, 1));
     assert!(
         b.conns()
             .iter()

@@ -294,7 +294,9 @@ impl ConnTable {
         }
         let template = u.flags & ConnFlags::TEMPLATE != 0;
         let proto = Protocol::from_number(u.protocol);
-        if !template && proto.is_none() {
+        // Templates may be of protocol 0 (a firewall-mark service); any other protocol must be
+        // one the table keeps, or its key would collide with a firewall-mark template's.
+        if proto.is_none() && !(template && u.protocol == 0) {
             return Err(ConnError::ProtocolMismatch);
         }
         let tkey = TemplateKey {
