@@ -364,6 +364,23 @@ pub struct Rule {
 }
 
 /// Parses a whole rules file. Stops at the first error.
+///
+/// ```
+/// let rules = lvs::config::parse(
+///     "# saved with ipvsadm -S -n\n\
+///      -A -t 10.0.0.1:80 -s wrr -p 300\n\
+///      -a -t 10.0.0.1:80 -r 192.168.1.1:80 -g -w 3\n",
+/// )?;
+/// assert_eq!(rules.len(), 2);
+/// assert_eq!(rules[1].line, 3);
+/// // Printed back as ipvsadm prints it.
+/// assert_eq!(rules[1].command.to_string(), "-a -t 10.0.0.1:80 -r 192.168.1.1:80 -g -w 3");
+///
+/// // An error names the line, the column and what was expected.
+/// let err = lvs::config::parse("-A -t 10.0.0.1:80 -s nosuch\n").unwrap_err();
+/// assert_eq!((err.line, err.column), (1, 22));
+/// # Ok::<(), lvs::config::ConfigError>(())
+/// ```
 pub fn parse(text: &str) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -1,6 +1,6 @@
 //! Real servers (IPVS "destinations"), their load counters, and the ordered set a service keeps.
 //!
-//! This is `struct ip_vs_dest` and `svc->destinations` of ../shared/reference/ipvs.md §1.2–§2:
+//! This is `struct ip_vs_dest` and `svc->destinations` of ipvs.md §1.2–§2:
 //!
 //! - a [`Dest`] has an address and port, a weight in `0..=65535` (0 = quiesced: no new
 //!   connections, existing ones continue), the last non-zero weight (used by `mh`), upper and

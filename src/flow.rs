@@ -1,7 +1,7 @@
 //! Flow keys: what a scheduler and a connection table know of a packet.
 //!
 //! A [`FlowKey`] is the IPVS connection tuple seen from the client: protocol, client address and
-//! port, virtual address and port (`caddr:cport -> vaddr:vport`, ../shared/reference/ipvs.md §5).
+//! port, virtual address and port (`caddr:cport -> vaddr:vport`, ipvs.md §5).
 //! IPv4 and IPv6 use the same type; both addresses of one key are of the same family.
 
 use core::fmt;

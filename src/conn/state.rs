@@ -532,7 +532,7 @@ impl Timeouts {
     };
 
     /// Short timeouts in the spirit of DPVS's defaults (ESTABLISHED 90 s, SYN_RECV 30 s,
-    /// FIN_WAIT and TIME_WAIT 7 s, CLOSE 3 s, ../shared/reference/peers.md), for directors whose
+    /// FIN_WAIT and TIME_WAIT 7 s, CLOSE 3 s), for directors whose
     /// clients reconnect quickly and whose tables must turn over fast after a real server dies
     /// (the kube-proxy complaint about IPVS's 15-minute ESTABLISHED timeout). SYN_SENT 3 s,
     /// CLOSE_WAIT and LAST_ACK 7 s, SYNACK 30 s; SCTP ESTABLISHED 90 s; UDP 60 s.

@@ -35,6 +35,26 @@ impl DrParams {
 /// server's, source MAC := the director's, optionally a new VLAN ID, TTL / hop limit
 /// decremented ([`RewriteError::TtlExpired`] at 1 or 0). The IP addresses, ports and layer-4
 /// checksums are untouched; fragments, options and extension headers need nothing special.
+///
+/// ```
+/// use lvs::rewrite::{dr, DrParams};
+/// use lvs::wire::{classify, Classified, ClassifyOptions, LinkType};
+///
+/// let mut frame = Vec::new();
+/// etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 1])
+///     .ipv4([203, 0, 113, 7], [10, 0, 0, 1], 64)
+///     .tcp(40000, 80, 1, 65535)
+///     .write(&mut frame, b"GET /")?;
+/// let Classified::Ip(layout) = classify(&frame, LinkType::Ethernet, &ClassifyOptions::default())?
+/// else { unreachable!() };
+///
+/// let real_server = [2, 0, 0, 0, 1, 1];
+/// let director = [2, 0, 0, 0, 0, 1];
+/// dr(&mut frame, &layout, &DrParams::new(real_server, director))?;
+/// assert_eq!(&frame[..12], &[2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 1]);
+/// assert_eq!(frame[14 + 8], 63); // TTL
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[inline]
 pub fn dr(buf: &mut [u8], layout: &Layout, p: &DrParams) -> Result<(), RewriteError> {
     if layout.l2_len < 14 {

@@ -169,6 +169,31 @@ pub struct Encapsulated {
 ///   packet stays bare.
 ///
 /// On any error the buffer is unchanged.
+///
+/// ```
+/// use lvs::rewrite::{encap, tunnel_overhead, TunnelKind, TunnelParams};
+/// use lvs::wire::{classify, Classified, ClassifyOptions, LinkType};
+///
+/// // A client's packet to the VIP, after 64 bytes of headroom.
+/// let headroom = 64;
+/// let mut packet = Vec::new();
+/// etherparse::PacketBuilder::ipv4([203, 0, 113, 7], [10, 0, 0, 1], 64)
+///     .tcp(40000, 80, 1, 65535)
+///     .write(&mut packet, b"GET /")?;
+/// let mut buf = vec![0u8; headroom];
+/// buf.extend_from_slice(&packet);
+/// let Classified::Ip(layout) = classify(&buf[headroom..], LinkType::RawIp, &ClassifyOptions::default())?
+/// else { unreachable!() };
+///
+/// // IPIP from the director (192.168.30.254) to the real server (192.168.30.1).
+/// let p = TunnelParams::new(TunnelKind::Ipip, "192.168.30.254".parse()?, "192.168.30.1".parse()?);
+/// let out = encap(&mut buf, headroom, &layout, &p)?;
+/// assert_eq!(out.start, headroom - tunnel_overhead(TunnelKind::Ipip, false));
+/// assert_eq!(out.end - out.start, 20 + packet.len());
+/// let outer = etherparse::Ipv4HeaderSlice::from_slice(&buf[out.start..out.end])?;
+/// assert_eq!((outer.protocol(), outer.destination()), (etherparse::IpNumber::IPV4, [192, 168, 30, 1]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[inline]
 pub fn encap(
     buf: &mut [u8],

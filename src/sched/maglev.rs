@@ -1,7 +1,7 @@
 //! `maglev`: Maglev consistent hashing with Katran's table size, exact weights and a documented,
 //! stable hash. Not an IPVS scheduler; IPVS's own Maglev is [`Mh`](super::Mh).
 //!
-//! What users of Katran, Envoy and Cilium ask for (../shared/reference/peers.md §c–§d), kept here:
+//! What users of Katran, Envoy and Cilium ask for in those projects' issue trackers, kept here:
 //!
 //! - **Table size** M = 65537 by default (Katran's and Envoy's choice); any prime up to
 //!   [`MAX_TABLE_SIZE`] (655373) on request. More servers than slots is an error, never a

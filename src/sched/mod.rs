@@ -1,7 +1,7 @@
 //! Schedulers: which real server a new connection goes to.
 //!
 //! Every IPVS scheduler is here, constructible by its `ipvsadm` name, with the kernel's behaviour
-//! (../shared/reference/ipvs.md §2–§3): weight 0 and `OVERLOAD` exclude a server, ties go to the
+//! (ipvs.md §2–§3): weight 0 and `OVERLOAD` exclude a server, ties go to the
 //! earlier server in IPVS list order, and `sh`, `dh` and `mh` reproduce a 64-bit kernel's choices
 //! bit for bit for the same destination list.
 //!

@@ -664,6 +664,38 @@ impl core::error::Error for EncodeError {}
 /// them: the header is kept valid after every [`Encoder::push`], so the message can be sent
 /// at any point; version 1 records start 4-byte aligned, the padding inserted before the next
 /// record (never after the last). The buffer's length is the message's limit (`sync_maxlen`).
+///
+/// ```
+/// use lvs::sync::codec::{Encoder, Message, SyncConn, Version};
+///
+/// let conn = SyncConn {
+///     protocol: 6, // TCP
+///     flags: 0,    // masquerading (NAT)
+///     state: 1,    // ESTABLISHED
+///     caddr: "203.0.113.7".parse()?,
+///     cport: 40000,
+///     vaddr: "10.0.0.1".parse()?,
+///     vport: 80,
+///     daddr: "192.168.1.1".parse()?,
+///     dport: 8080,
+///     fwmark: 0,
+///     timeout: 900,
+///     seq: None,
+///     pe_data: None,
+///     pe_name: None,
+/// };
+/// let mut buf = [0u8; 1472];
+/// let mut enc = Encoder::new(&mut buf, Version::V1, 0)?;
+/// enc.push(&conn)?;
+/// let datagram = enc.as_bytes().to_vec();
+/// assert_eq!(datagram.len(), 8 + 36); // header and one IPv4 record
+///
+/// // What a backup does with it.
+/// let msg = Message::parse(&datagram)?;
+/// let got: Vec<SyncConn<'_>> = msg.records().collect::<Result<_, _>>()?;
+/// assert_eq!(got, [conn]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Encoder<'b> {
     buf: &'b mut [u8],

@@ -196,6 +196,29 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// Classifies `buf` (see the module docs). Inlined, so that callers build the layout in
 /// place instead of copying a returned enum through the stack.
+///
+/// ```
+/// use lvs::wire::{classify, Classified, ClassifyOptions, LinkType};
+///
+/// let mut frame = Vec::new();
+/// etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 1])
+///     .single_vlan(42.try_into()?)
+///     .ipv4([203, 0, 113, 7], [10, 0, 0, 1], 64)
+///     .udp(5000, 53)
+///     .write(&mut frame, b"query")?;
+///
+/// let Classified::Ip(layout) = classify(&frame, LinkType::Ethernet, &ClassifyOptions::default())?
+/// else { unreachable!("an IPv4 frame") };
+/// assert_eq!((layout.vlan_tags, layout.l3_offset, layout.l4_offset), (1, 18, 38));
+/// assert_eq!(layout.flow.unwrap().to_string(), "udp 203.0.113.7:5000 -> 10.0.0.1:53");
+///
+/// // ARP is not an error: it is reported for the caller to pass on.
+/// let mut arp = [0u8; 14 + 28];
+/// arp[12..14].copy_from_slice(&[0x08, 0x06]);
+/// assert!(matches!(classify(&arp, LinkType::Ethernet, &ClassifyOptions::default())?,
+///     Classified::NotIp { ethertype: 0x0806 }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[inline]
 pub fn classify(
     buf: &[u8],
