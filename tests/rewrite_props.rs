@@ -15,7 +15,7 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use lvs::rewrite::{
     ChecksumMode, DrParams, GueChecksum, IcmpReply, NatOptions, RewriteError, TunnelKind,
     TunnelParams, clamp_mss, decap, dr, encap, icmp_error_info, nat_icmp_in, nat_icmp_out, nat_in,
-    nat_out, write_icmp_error,
+    nat_out, verify_outer, write_icmp_error,
 };
 use lvs::wire::checksum::{fold, sum};
 use lvs::wire::{Classified, ClassifyOptions, Fragment, Layout, LinkType, Tunnel, classify};
@@ -242,6 +242,25 @@ proptest! {
         let l3 = l.l3_offset as usize;
         prop_assert_eq!(&out[d.start..d.end], &orig[l3..l3 + l.ip_len as usize]);
         prop_assert_eq!(d.ip_version, l.ip_version);
+
+        // The outer checksums verify, and a flipped byte is caught where a checksum covers it.
+        prop_assert_eq!(verify_outer(out, &lo), Ok(()));
+        let l4 = lo.l4_offset as usize;
+        let covered = match kind {
+            TunnelKind::Gue { .. } => out[l4 + 6..l4 + 8] != [0, 0],
+            TunnelKind::Gre { checksum } => checksum,
+            TunnelKind::Ipip => false,
+        };
+        let mut bad = out.to_vec();
+        let at = d.start + (hash as usize % (d.end - d.start));
+        bad[at] ^= 1 << (bits % 8);
+        let r = verify_outer(&bad, &lo);
+        prop_assert_eq!(r.is_err(), covered, "{:?} {:?}", kind, r);
+        if !outer_v6 {
+            let mut bad = out.to_vec();
+            bad[o3 + 8] ^= 0x10; // the outer TTL, covered by the IPv4 header checksum
+            prop_assert_eq!(verify_outer(&bad, &lo), Err(RewriteError::BadChecksum { offset: (o3 + 10) as u32 }));
+        }
     }
 
     #[test]
@@ -410,6 +429,7 @@ proptest! {
         if let Ok(d) = decap(&buf, &l) {
             prop_assert!(d.start < d.end && d.end <= buf.len());
         }
+        let _ = verify_outer(&buf, &l);
         if let Ok(info) = icmp_error_info(&buf, &l) {
             let mut f = buf.clone();
             let r = nat_icmp_in(&mut f, &l, &info, a, 80, true);

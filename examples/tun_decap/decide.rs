@@ -3,16 +3,17 @@
 //!
 //! A frame is decapsulated when it is a tunnel packet the crate recognises (IPIP, IPv6 or IPv4
 //! in IPv6, GRE, GUE on the given port) and its outer destination is one of the real server's
-//! addresses: what an IPVS director in TUN mode sends it (ipvs.md §7.4). Outer checksums (GRE,
-//! GUE's UDP) are not checked: the inner packet carries its own, which the kernel verifies
-//! once the packet comes out of the TUN device, and a frame sent by a local stack over a veth
-//! pair arrives with its outer UDP checksum still partial (checksum offload), so checking it
-//! here would throw good packets away.
+//! addresses: what an IPVS director in TUN mode sends it (ipvs.md §7.4). Outer checksums (the
+//! outer IPv4 header's, GRE's, GUE's UDP checksum) are verified with
+//! [`verify_outer`](lvs::rewrite::verify_outer), as the kernel's tunnel drivers verify them,
+//! unless the kernel says the frame's checksums are partial (sent by a local stack over a veth
+//! pair: checksum offload) or were verified by the NIC; the inner packet's own checksums are
+//! the kernel's to verify once it comes out of the TUN device.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lvs::rewrite::{RewriteError, decap};
+use lvs::rewrite::{RewriteError, decap, verify_outer};
 use lvs::wire::{Classified, ClassifyOptions, Layout, LinkType, ParseError, Tunnel, classify};
 
 /// What to do with a frame.
@@ -85,8 +86,9 @@ fn variant(e: &dyn fmt::Debug) -> String {
 
 /// Decides what to do with `frame`, an Ethernet frame received on the real server's
 /// interface: `local` are the addresses tunnel packets may be sent to, `gue_port` the UDP
-/// port GUE arrives on (`None`: no GUE).
-pub fn decide(frame: &[u8], local: &[IpAddr], gue_port: Option<u16>) -> Decision {
+/// port GUE arrives on (`None`: no GUE); `verify` whether to verify the outer checksums (see
+/// the module documentation).
+pub fn decide(frame: &[u8], local: &[IpAddr], gue_port: Option<u16>, verify: bool) -> Decision {
     let opts = ClassifyOptions { gue_port };
     let layout = match classify(frame, LinkType::Ethernet, &opts) {
         Ok(Classified::Ip(layout)) => layout,
@@ -104,6 +106,9 @@ pub fn decide(frame: &[u8], local: &[IpAddr], gue_port: Option<u16>) -> Decision
         // `decap` would hand back what there is of the inner packet; the kernel would drop
         // it for its length, so count it here.
         return Decision::Malformed(Malformed::Cut);
+    }
+    if verify && let Err(e) = verify_outer(frame, &layout) {
+        return Decision::Malformed(Malformed::Decap(e));
     }
     match decap(frame, &layout) {
         Ok(d) => Decision::Inner(d.start, d.end, d.tunnel),
@@ -192,7 +197,7 @@ mod tests {
     }
 
     fn assert_inner(frame: &[u8], inner: &[u8], tunnel: Tunnel) {
-        match decide(frame, &local(), Some(GUE)) {
+        match decide(frame, &local(), Some(GUE), true) {
             Decision::Inner(start, end, t) => {
                 assert_eq!(t, tunnel);
                 assert_eq!(&frame[start..end], inner);
@@ -273,6 +278,32 @@ mod tests {
     }
 
     #[test]
+    fn outer_checksums_are_verified_unless_the_kernel_says_not_to() {
+        let inner = inner_v4();
+        let gre = TunnelKind::Gre { checksum: true };
+        let mut f = tunnelled(&inner, gre, DIRECTOR4.into(), SERVER4.into());
+        let last = f.len() - 1;
+        f[last] ^= 0xff; // a payload byte the GRE checksum covers
+        let local = [IpAddr::from(SERVER4)];
+        assert!(matches!(
+            decide(&f, &local, Some(GUE), true),
+            Decision::Malformed(Malformed::Decap(RewriteError::BadChecksum { .. }))
+        ));
+        // Partial or NIC-verified checksums (PACKET_AUXDATA) are not checked here.
+        assert!(matches!(
+            decide(&f, &local, Some(GUE), false),
+            Decision::Inner(_, _, Tunnel::Gre)
+        ));
+        // The outer IPv4 header checksum, for IPIP.
+        let mut f = tunnelled(&inner, TunnelKind::Ipip, DIRECTOR4.into(), SERVER4.into());
+        f[14 + 8] ^= 1; // outer TTL
+        assert!(matches!(
+            decide(&f, &local, Some(GUE), true),
+            Decision::Malformed(Malformed::Decap(RewriteError::BadChecksum { offset: 24 }))
+        ));
+    }
+
+    #[test]
     fn ethernet_padding_stays_behind() {
         // A bare 20-byte IPv4 header inside IPIP: 54 bytes, padded to Ethernet's 60.
         let mut inner = Vec::new();
@@ -298,14 +329,14 @@ mod tests {
         ] {
             let f = tunnelled(&inner, kind, DIRECTOR4.into(), [192, 0, 2, 99].into());
             assert_eq!(
-                decide(&f, &local(), Some(GUE)),
+                decide(&f, &local(), Some(GUE), true),
                 Decision::Ignore(Ignored::OtherDestination)
             );
         }
         // No addresses at all (an interface without any): nothing is ours.
         let f = tunnelled(&inner, TunnelKind::Ipip, DIRECTOR4.into(), SERVER4.into());
         assert_eq!(
-            decide(&f, &[], Some(GUE)),
+            decide(&f, &[], Some(GUE), true),
             Decision::Ignore(Ignored::OtherDestination)
         );
     }
@@ -320,7 +351,7 @@ mod tests {
             .write(&mut f, &[])
             .unwrap();
         assert_eq!(
-            decide(&f, &local(), Some(GUE)),
+            decide(&f, &local(), Some(GUE), true),
             Decision::Ignore(Ignored::NoTunnel)
         );
     }
@@ -333,7 +364,7 @@ mod tests {
         };
         let f = tunnelled(&inner_v4(), kind, DIRECTOR4.into(), SERVER4.into());
         assert_eq!(
-            decide(&f, &local(), Some(GUE)),
+            decide(&f, &local(), Some(GUE), true),
             Decision::Ignore(Ignored::NoTunnel)
         );
         // Without a GUE port, GUE is plain UDP.
@@ -343,7 +374,7 @@ mod tests {
         };
         let f = tunnelled(&inner_v4(), kind, DIRECTOR4.into(), SERVER4.into());
         assert_eq!(
-            decide(&f, &local(), None),
+            decide(&f, &local(), None, true),
             Decision::Ignore(Ignored::NoTunnel)
         );
     }
@@ -354,7 +385,7 @@ mod tests {
         f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
         f.resize(60, 0);
         assert_eq!(
-            decide(&f, &local(), Some(GUE)),
+            decide(&f, &local(), Some(GUE), true),
             Decision::Ignore(Ignored::NonIp)
         );
     }
@@ -364,7 +395,7 @@ mod tests {
         let inner = inner_v4();
         let f = tunnelled(&inner, TunnelKind::Ipip, DIRECTOR4.into(), SERVER4.into());
         // Cut inside the outer header: classify stops there.
-        match decide(&f[..14 + 10], &local(), Some(GUE)) {
+        match decide(&f[..14 + 10], &local(), Some(GUE), true) {
             Decision::Malformed(m @ Malformed::Classify(e)) => {
                 assert_eq!(e.offset, 14);
                 assert!(matches!(e.kind, ParseErrorKind::Truncated { .. }));
@@ -375,7 +406,7 @@ mod tests {
         // Cut inside the inner packet: the outer header promises more.
         let cut = &f[..f.len() - 4];
         assert_eq!(
-            decide(cut, &local(), Some(GUE)),
+            decide(cut, &local(), Some(GUE), true),
             Decision::Malformed(Malformed::Cut)
         );
         // Cut before the GUE header.
@@ -385,7 +416,7 @@ mod tests {
         };
         let f = tunnelled(&inner, kind, DIRECTOR4.into(), SERVER4.into());
         assert!(matches!(
-            decide(&f[..14 + 20 + 4], &local(), Some(GUE)),
+            decide(&f[..14 + 20 + 4], &local(), Some(GUE), true),
             Decision::Malformed(Malformed::Classify(_))
         ));
     }
@@ -400,7 +431,7 @@ mod tests {
             SERVER4.into(),
         );
         f[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&0x6558u16.to_be_bytes());
-        let d = decide(&f, &local(), Some(GUE));
+        let d = decide(&f, &local(), Some(GUE), true);
         assert_eq!(
             d,
             Decision::Malformed(Malformed::Decap(RewriteError::BadTunnel { offset: 36 }))
@@ -423,7 +454,7 @@ mod tests {
         );
         f[14 + 6] |= 0x20;
         assert_eq!(
-            decide(&f, &local(), Some(GUE)),
+            decide(&f, &local(), Some(GUE), true),
             Decision::Malformed(Malformed::Decap(RewriteError::Incomplete))
         );
 
@@ -435,7 +466,7 @@ mod tests {
         let mut f = tunnelled(&inner_v4(), kind, DIRECTOR4.into(), SERVER4.into());
         f[14 + 20 + 8] |= 0x20;
         assert!(matches!(
-            decide(&f, &local(), Some(GUE)),
+            decide(&f, &local(), Some(GUE), true),
             Decision::Malformed(Malformed::Decap(RewriteError::BadTunnel { .. }))
         ));
     }
@@ -454,13 +485,13 @@ mod tests {
         for kind in kinds {
             let f = tunnelled(&inner, kind, DIRECTOR6.into(), SERVER6.into());
             for cut in 0..f.len() {
-                let d = decide(&f[..cut], &local(), Some(GUE));
+                let d = decide(&f[..cut], &local(), Some(GUE), true);
                 assert!(matches!(d, Decision::Malformed(_)), "cut at {cut}: {d:?}");
             }
             for at in 0..f.len() {
                 let mut g = f.clone();
                 g[at] ^= 0xff;
-                if let Decision::Inner(start, end, _) = decide(&g, &local(), Some(GUE)) {
+                if let Decision::Inner(start, end, _) = decide(&g, &local(), Some(GUE), true) {
                     assert!(start < end && end <= g.len());
                 }
             }

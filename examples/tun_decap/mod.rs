@@ -359,7 +359,7 @@ fn receive_burst(
             continue;
         }
         let frame = &buf[..r.len];
-        let d = decide(frame, local, gue_port);
+        let d = decide(frame, local, gue_port, r.verify_checksums);
         stats.count(&d);
         if let Decision::Inner(start, end, _) = d {
             match tun.write(&frame[start..end]) {

@@ -74,6 +74,18 @@ pub fn packet_socket(ifindex: c_int) -> io::Result<OwnedFd> {
             return Err(e);
         }
     }
+    // PACKET_AUXDATA: each frame comes with the kernel's checksum status (a frame sent by a
+    // local stack over veth has its checksum still partial; a NIC may have verified it).
+    // SAFETY: the option value points to a c_int that lives across the call, with its size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_AUXDATA,
+            (&one as *const c_int).cast(),
+            mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    })?;
     set_rcvbuf(&fd, RCVBUF);
     // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid (unspecified) address.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
@@ -145,23 +157,38 @@ pub struct Received {
     pub len: usize,
     /// `sll_pkttype`: PACKET_HOST, PACKET_OUTGOING, ...
     pub pkttype: u8,
+    /// Whether its checksums must be verified here: not when the kernel says they are
+    /// partial (sent by a local stack, TP_STATUS_CSUMNOTREADY) or already verified by the
+    /// NIC (TP_STATUS_CSUM_VALID).
+    pub verify_checksums: bool,
 }
 
 /// Receives one frame without waiting: `None` when there is none.
 pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
     // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-    let mut alen = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // SAFETY: `buf` is writable for its length; the address points to a sockaddr_ll of
-    // `alen` bytes; both outlive the call. MSG_TRUNC makes it return the frame's real length.
+    // Room for one control message: the tpacket_auxdata (u64 words keep it aligned).
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` (address, one iovec over `buf`, the control buffer)
+    // points to memory writable for the stated length that outlives the call. MSG_TRUNC makes
+    // it return the frame's real length.
     let n = unsafe {
-        libc::recvfrom(
+        libc::recvmsg(
             fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
+            &mut msg,
             libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            (&mut sll as *mut libc::sockaddr_ll).cast(),
-            &mut alen,
         )
     };
     if n < 0 {
@@ -171,9 +198,31 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
             _ => Err(e),
         };
     }
+    let mut verify_checksums = true;
+    // SAFETY: the kernel filled `msg_control` with `msg_controllen` bytes of well-formed
+    // control messages; CMSG_FIRSTHDR/CMSG_NXTHDR stay within them and CMSG_DATA points into
+    // a message whose length covers a tpacket_auxdata, read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET
+                && (*c).cmsg_type == libc::PACKET_AUXDATA
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<libc::tpacket_auxdata>() as u32) as usize
+            {
+                let aux: libc::tpacket_auxdata =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                verify_checksums = aux.tp_status
+                    & (libc::TP_STATUS_CSUMNOTREADY | libc::TP_STATUS_CSUM_VALID)
+                    == 0;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
     Ok(Some(Received {
         len: n as usize,
         pkttype: sll.sll_pkttype,
+        verify_checksums,
     }))
 }
 

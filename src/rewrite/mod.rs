@@ -65,7 +65,7 @@ pub use mss::{clamp_mss, mss_for_mtu};
 pub use nat::{ChecksumMode, NatOptions, nat_in, nat_out};
 pub use tun::{
     Decapsulated, Encapsulated, GueChecksum, TunnelKind, TunnelParams, decap, encap,
-    tunnel_flow_hash, tunnel_overhead,
+    tunnel_flow_hash, tunnel_overhead, verify_outer,
 };
 
 #[cfg(feature = "bytes")]
@@ -143,6 +143,12 @@ pub enum RewriteError {
     /// ICMP error itself, a later fragment, or from a multicast, broadcast or unspecified
     /// source).
     NoIcmpAllowed,
+    /// A checksum does not verify ([`verify_outer`]): the header or segment whose checksum
+    /// field is at `offset`.
+    BadChecksum {
+        /// Offset of the checksum field.
+        offset: u32,
+    },
 }
 
 impl fmt::Display for RewriteError {
@@ -184,6 +190,9 @@ impl fmt::Display for RewriteError {
             }
             RewriteError::NoIcmpAllowed => {
                 f.write_str("no ICMP error may be sent about this packet")
+            }
+            RewriteError::BadChecksum { offset } => {
+                write!(f, "checksum at offset {offset} does not verify")
             }
         }
     }

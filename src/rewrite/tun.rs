@@ -14,7 +14,7 @@ use core::net::IpAddr;
 
 use super::{RewriteError, apply_ttl, be16, check_ttl, get, ip_header, pseudo_header_at, put16};
 use crate::flow::FlowKey;
-use crate::wire::checksum::{checksum, fold, sum, udp_nonzero};
+use crate::wire::checksum::{checksum, fold, sum, udp_nonzero, verifies};
 use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, Fragment, Layout, Tunnel};
 
 /// The tunnel a real server expects (`ipvsadm --tun-type`).
@@ -487,6 +487,80 @@ pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> 
         ip_version: version,
         tunnel,
     })
+}
+
+/// Verifies the outer checksums of a tunnel packet, as the receiving kernel would before
+/// decapsulating: the outer IPv4 header checksum; for GUE, the UDP checksum over the
+/// pseudo-header (a zero checksum means none, also over IPv6, where RFC 6935 allows it for
+/// tunnels); for GRE with the C bit, the checksum over the GRE header and payload. IPIP and
+/// IPv6-in-IPv6 carry nothing more. Call it before [`decap`] where the NIC has not verified
+/// them (a packet a NIC verified need not be checked again).
+///
+/// A bad checksum is [`RewriteError::BadChecksum`] with the offset of the field; a frame cut
+/// short or a fragment is [`RewriteError::Incomplete`] (its checksums cannot be verified).
+pub fn verify_outer(buf: &[u8], layout: &Layout) -> Result<(), RewriteError> {
+    let l3 = layout.l3_offset as usize;
+    let l4 = layout.l4_offset as usize;
+    let tunnel = layout
+        .tunnel
+        .ok_or(RewriteError::BadTunnel { offset: l4 as u32 })?;
+    if layout.truncated || !matches!(layout.fragment, Fragment::None | Fragment::Atomic) {
+        return Err(RewriteError::Incomplete);
+    }
+    ip_header(buf, layout)?;
+    let end = l3 + layout.ip_len as usize;
+    if end > buf.len() || end < l4 {
+        return Err(RewriteError::Incomplete);
+    }
+    let v6 = layout.ip_version == 6;
+    if !v6 {
+        let ihl = (buf[l3] & 0x0f) as usize * 4;
+        let h = get(buf, l3, ihl.max(20))?;
+        if !verifies(0, h) {
+            return Err(RewriteError::BadChecksum {
+                offset: (l3 + 10) as u32,
+            });
+        }
+    }
+    match tunnel {
+        Tunnel::Ipip | Tunnel::Ipv6 => Ok(()),
+        Tunnel::Gue => {
+            let udp = get(buf, l4, 8)?;
+            let csum = be16(udp, 6);
+            let len = be16(udp, 4) as usize;
+            if len < 8 || l4 + len > end {
+                return Err(RewriteError::BadLength { offset: l3 as u32 });
+            }
+            if csum == 0 {
+                return Ok(());
+            }
+            let ph = pseudo_header_at(
+                buf,
+                l3,
+                v6,
+                layout.final_dst_offset.map(usize::from),
+                17,
+                len,
+            );
+            if verifies(ph, &buf[l4..l4 + len]) {
+                Ok(())
+            } else {
+                Err(RewriteError::BadChecksum {
+                    offset: (l4 + 6) as u32,
+                })
+            }
+        }
+        Tunnel::Gre => {
+            let h = get(buf, l4, 4)?;
+            if be16(h, 0) & 0x8000 == 0 || verifies(0, &buf[l4..end]) {
+                Ok(())
+            } else {
+                Err(RewriteError::BadChecksum {
+                    offset: (l4 + 4) as u32,
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

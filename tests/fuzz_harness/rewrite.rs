@@ -11,9 +11,9 @@
 use std::net::IpAddr;
 
 use lvs::rewrite::{
-    ChecksumMode, DrParams, GueChecksum, IcmpReply, NatOptions, TunnelKind, TunnelParams,
-    clamp_mss, decap, dr, encap, icmp_error_info, nat_icmp_in, nat_icmp_out, nat_in, nat_out,
-    tunnel_overhead, write_icmp_error,
+    ChecksumMode, DrParams, GueChecksum, IcmpReply, NatOptions, RewriteError, TunnelKind,
+    TunnelParams, clamp_mss, decap, dr, encap, icmp_error_info, nat_icmp_in, nat_icmp_out, nat_in,
+    nat_out, tunnel_overhead, verify_outer, write_icmp_error,
 };
 use lvs::wire::{Classified, ClassifyOptions, Layout, LinkType, classify};
 
@@ -160,6 +160,10 @@ pub fn tun(data: &[u8]) {
     {
         assert!(d.start < d.end && d.end <= inp.frame.len());
     }
+    // Any bytes through verify_outer: no panic, whatever it answers.
+    if let Some(l) = layout(inp.frame, inp.ethernet) {
+        let _ = verify_outer(inp.frame, &l);
+    }
     let Some(l) = layout(inp.frame, inp.ethernet) else {
         return;
     };
@@ -198,6 +202,12 @@ pub fn tun(data: &[u8]) {
             let out = &buf[e.start..e.end];
             let lo = layout(out, inp.ethernet).expect("encapsulated frame classifies");
             let d = decap(out, &lo).expect("own encapsulation decapsulates");
+            // Its outer checksums verify, unless the inner packet was cut short.
+            match verify_outer(out, &lo) {
+                Ok(()) => {}
+                Err(RewriteError::Incomplete) => assert!(lo.truncated || l.truncated),
+                Err(e) => panic!("own encapsulation: {e}"),
+            }
             let l3 = l.l3_offset as usize;
             let inner_end = (l3 + l.ip_len as usize).min(inp.frame.len());
             assert_eq!(d.end - d.start, inner_end - l3);
