@@ -44,8 +44,10 @@
 //!   no connections: the connection table stores one family per entry, so the director drops
 //!   such packets with [`DropReason::MixedFamily`] (one-packet UDP services work). Configure
 //!   real servers of the service's family.
-//! - GUE remote checksum offload (`--tun-remcsum`) is sent as GUE without checksum: the
-//!   director completes checksums rather than passing offload state to the real server.
+//! - GUE remote checksum offload (`--tun-remcsum`) is sent as GUE without checksum, which is
+//!   what IPVS sends for a packet whose checksum is complete; IPVS adds the REMCSUM option
+//!   (and a UDP checksum) only to packets whose checksum a local offload left partial, and
+//!   the crate leaves completing those to the caller (as `afpacket_director` does).
 //! - The FTP rule of IPVS's service lookup (a miss on ports 20 or ≥ 1024 retries port 21) is
 //!   not applied: FTP's data connections need the FTP helper, which the crate does not have.
 //! - An ICMP message cut short by a capture's snaplen cannot have its checksum verified (IPVS
