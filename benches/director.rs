@@ -11,6 +11,22 @@
 //!   connections and then up to N new ones. Throughput in elements/s is new connections per
 //!   second.
 //!
+//! - `director/stages/{dr,nat}/N`: where the time of `director/established` goes. The same
+//!   ACKs of N established connections, in the same random order and bursts, each frame copied
+//!   into its receive buffer and then taken through cumulative stages, one frame at a time:
+//!   `copy` (the copy alone, to subtract), `classify` (`lvs::wire::classify`), `classify +
+//!   lookup` (plus `ConnTable::lookup_in` of its flow in the director's own table and
+//!   `ConnTable::target` of the entry found), `classify + lookup + rewrite` (plus `rewrite::dr`,
+//!   or `rewrite::nat_in` and the MACs, with the real server's parameters; checked to write
+//!   the very bytes `process_at` writes), and `process` (`Director::process_at`, all of it: the
+//!   same as `lvs` of `director/established`). The differences are what classification, the
+//!   lookup, the rewrite and the rest of the director (service and real-server checks, state
+//!   machine, counters, timer) cost: marginal costs, as an out-of-order core overlaps
+//!   whatever does not wait on a cache miss with the miss, not each stage's cost alone. No
+//!   baseline here.
+//!   `cargo bench --bench director -- stages && cargo run --release --example per_packet_svg
+//!   -- docs/per_packet.svg` measures them and draws `docs/per_packet.svg`.
+//!
 //! Each group holds, as the baseline, the same pipeline written the obvious way: etherparse
 //! slices the frame (`SlicedPacket::from_ethernet`, its zero-copy parser; decoding everything
 //! with `PacketHeaders` costs more), a `std::collections::HashMap` keyed by the 5-tuple holds
@@ -40,7 +56,10 @@
 //! remove theirs the same way), outside the timing (`iter_custom`), and the pool is reused;
 //! the N established connections stay (TCP timeout 1 000 000 s for this group).
 //!
-//! `cargo bench --bench director` (N = 1 000 000; `LVS_BENCH_SIZES=100000` for a quick run).
+//! `cargo bench --bench director` (N = 1 000 000; `LVS_BENCH_SIZES=100000` for a quick run;
+//! the stages at N = 4096 and 1 000 000, `LVS_STAGES_SIZES` to choose). Every group's setup
+//! runs even when a filter skips its functions: `-- stages` still opens the connections of the
+//! other groups (about 20 s) before it measures.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -56,7 +75,9 @@ use etherparse::{
 use lvs::Instant;
 use lvs::conn::ConnConfig;
 use lvs::director::{Director, DirectorConfig, DropReason, FrameMut, Rx, Side, Verdict};
+use lvs::rewrite::{DrParams, NatOptions, dr, nat_in};
 use lvs::sched::SchedConfig;
+use lvs::wire::{Classified, ClassifyOptions, LinkType, classify};
 use maglev::ConsistentHasher;
 
 /// Frames per iteration: a receive burst (DPDK's default).
@@ -306,6 +327,16 @@ fn sizes() -> Vec<usize> {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000_000])
+}
+
+/// The N clients of the established connections, in the order they are opened, and an ACK of
+/// each in another random order, the order in which they are replayed.
+fn replay(n: usize) -> (Vec<Client>, Vec<Frame>) {
+    let clients = clients(n, 0x1234_5678 ^ n as u64);
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, 0x9abc_def0 ^ n as u64);
+    let acks: Vec<Frame> = order.iter().map(|&i| frame(clients[i], false)).collect();
+    (clients, acks)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -699,11 +730,7 @@ fn config() -> Criterion {
 
 fn established(c: &mut Criterion) {
     for n in sizes() {
-        let clients = clients(n, 0x1234_5678 ^ n as u64);
-        // Replay in another random order than the one the connections were opened in.
-        let mut order: Vec<usize> = (0..n).collect();
-        shuffle(&mut order, 0x9abc_def0 ^ n as u64);
-        let acks: Vec<Frame> = order.iter().map(|&i| frame(clients[i], false)).collect();
+        let (clients, acks) = replay(n);
         let capacity = (2 * n as u32).max(1 << 16);
         for method in [Method::Dr, Method::Nat, Method::Tun] {
             let mut g = c.benchmark_group(format!("director/established/{}/{n}", method.name()));
@@ -925,9 +952,199 @@ fn new_conns(c: &mut Criterion) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Where the time goes: cumulative stages of an established connection's packet.
+
+/// How far [`stage_burst`] takes each frame.
+const COPY: u8 = 0;
+const CLASSIFY: u8 = 1;
+const LOOKUP: u8 = 2;
+const REWRITE: u8 = 3;
+
+/// The sizes of the stages groups: every entry in the caches, and most of them out of reach.
+fn stage_sizes() -> Vec<usize> {
+    std::env::var("LVS_STAGES_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![4096, 1_000_000])
+}
+
+/// What the stages know that the director keeps in its configuration: the forwarding method,
+/// the classification options, and each real server's MAC by its slot index (the director
+/// caches it with the real server).
+struct StageParams {
+    method: Method,
+    classify: ClassifyOptions,
+    macs: [[u8; 6]; REAL_SERVERS as usize],
+    nat: NatOptions,
+}
+
+impl StageParams {
+    fn new(method: Method) -> StageParams {
+        StageParams {
+            method,
+            classify: ClassifyOptions::default(),
+            macs: std::array::from_fn(|i| rs_mac(i as u8)),
+            nat: NatOptions {
+                decrement_ttl: true,
+                checksum: RX.checksum,
+            },
+        }
+    }
+}
+
+/// One burst, frame by frame: copies each frame into its receive buffer and takes it through
+/// the stages up to `UPTO` (a constant, so each function holds only its own stages). Returns
+/// how many frames went through every stage asked for (all of them, or a stage failed).
+#[inline(always)]
+fn stage_burst<const UPTO: u8>(
+    d: &Director,
+    s: &StageParams,
+    bufs: &mut [Buf],
+    frames: &[Frame],
+    len: usize,
+    now: Instant,
+) -> usize {
+    let mut done = 0;
+    for (buf, f) in bufs.iter_mut().zip(frames) {
+        buf[HEAD..HEAD + FRAME].copy_from_slice(f);
+        let frame = &mut buf[HEAD..HEAD + len];
+        if UPTO == COPY {
+            black_box(&*frame);
+            done += 1;
+            continue;
+        }
+        // By reference, as in `benches/rewrite.rs`: the layout stays where classify wrote it.
+        let Ok(Classified::Ip(l)) = classify(frame, LinkType::Ethernet, &s.classify) else {
+            continue;
+        };
+        if UPTO == CLASSIFY {
+            black_box(&l);
+            done += 1;
+            continue;
+        }
+        let Some(flow) = l.flow else { continue };
+        let conns = d.conns();
+        let Some(t) = conns.lookup_in(&flow, now).and_then(|id| conns.target(id)) else {
+            continue;
+        };
+        if UPTO == LOOKUP {
+            black_box(&t);
+            done += 1;
+            continue;
+        }
+        let Some(&mac) = t.dest.and_then(|r| s.macs.get(usize::from(r.dest_index()))) else {
+            continue;
+        };
+        let ok = match s.method {
+            Method::Dr => dr(frame, &l, &DrParams::new(mac, DIRECTOR_MAC)).is_ok(),
+            _ => {
+                let ok = nat_in(frame, &l, t.daddr, t.dport, &s.nat).is_ok();
+                frame[0..6].copy_from_slice(&mac);
+                frame[6..12].copy_from_slice(&DIRECTOR_MAC);
+                ok
+            }
+        };
+        black_box(&*frame);
+        done += usize::from(ok);
+    }
+    done
+}
+
+/// Checks, on the first burst, that every stage does its work and that the rewrite stage
+/// writes exactly the bytes `process_at` writes.
+fn check_stages(d: &mut Director, s: &StageParams, frames: &[Frame], now: Instant) {
+    let mut bufs = vec![[0u8; SLOT]; BURST];
+    let burst = &frames[..BURST];
+    assert_eq!(
+        stage_burst::<COPY>(d, s, &mut bufs, burst, ACK_LEN, now),
+        BURST
+    );
+    assert_eq!(
+        stage_burst::<CLASSIFY>(d, s, &mut bufs, burst, ACK_LEN, now),
+        BURST
+    );
+    assert_eq!(
+        stage_burst::<LOOKUP>(d, s, &mut bufs, burst, ACK_LEN, now),
+        BURST
+    );
+    assert_eq!(
+        stage_burst::<REWRITE>(d, s, &mut bufs, burst, ACK_LEN, now),
+        BURST
+    );
+    for (buf, f) in bufs.iter().zip(burst) {
+        let ours = &buf[HEAD..HEAD + ACK_LEN];
+        check_output(ours, s.method);
+        let mut theirs = [0u8; SLOT];
+        theirs[HEAD..HEAD + FRAME].copy_from_slice(f);
+        let v = d.process_at(&mut theirs, HEAD, HEAD + ACK_LEN, &RX, now);
+        let Verdict::Forward(fw) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            ours,
+            &theirs[fw.start..fw.end],
+            "the rewrite stage differs from process_at"
+        );
+    }
+}
+
+fn stages(c: &mut Criterion) {
+    for n in stage_sizes() {
+        let (clients, acks) = replay(n);
+        let capacity = (2 * n as u32).max(1 << 16);
+        for method in [Method::Dr, Method::Nat] {
+            let mut g = c.benchmark_group(format!("director/stages/{}/{n}", method.name()));
+            g.throughput(Throughput::Elements(BURST as u64));
+            let mut bufs = vec![[0u8; SLOT]; BURST];
+            let mut cursor = 0;
+            let mut now = Instant::from_secs(100);
+            let mut d = director(method, "rr", capacity, None, now);
+            open(&mut d, &clients, now);
+            let s = StageParams::new(method);
+            check_stages(&mut d, &s, &acks, now);
+            // Frames sent through each function, and those that went through all its stages.
+            let (mut sent, mut done) = (0usize, 0usize);
+            macro_rules! stage {
+                ($name:literal, $upto:expr) => {
+                    g.bench_function($name, |b| {
+                        b.iter(|| {
+                            now += Duration::from_micros(1);
+                            let f = next_burst(&acks, &mut cursor);
+                            sent += BURST;
+                            done += stage_burst::<{ $upto }>(&d, &s, &mut bufs, f, ACK_LEN, now);
+                        })
+                    });
+                };
+            }
+            stage!("copy", COPY);
+            stage!("classify", CLASSIFY);
+            stage!("classify + lookup", LOOKUP);
+            stage!("classify + lookup + rewrite", REWRITE);
+            assert_eq!(done, sent, "a stage failed on some frames");
+            let forwarded = d.stats().forwarded_in;
+            g.bench_function("process", |b| {
+                b.iter(|| {
+                    now += Duration::from_micros(1);
+                    let f = next_burst(&acks, &mut cursor);
+                    lvs_single(&mut d, &mut bufs, f, ACK_LEN, now);
+                })
+            });
+            assert_eq!(not_forwarded(&d), 0, "{:?}", d.stats());
+            assert_eq!(d.conns().len(), n);
+            println!(
+                "stages {} {n}: {sent} frames through the stages, {} through process_at, none dropped or passed",
+                method.name(),
+                d.stats().forwarded_in - forwarded
+            );
+            g.finish();
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = established, new_conns
+    targets = established, new_conns, stages
 }
 criterion_main!(benches);
