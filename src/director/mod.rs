@@ -98,7 +98,10 @@ pub struct Rx {
     pub side: Side,
     /// The firewall mark the caller's classifier gave it (0 = none), for `-f` services.
     pub fwmark: u32,
-    /// Whether its layer-4 checksum is complete or left partial by an offload.
+    /// Whether its layer-4 checksum is complete or left partial by an offload. NAT keeps a
+    /// partial checksum partial (the NIC completes it on transmit); DR and TUN pass the inner
+    /// checksum on as it is, so a frame sent to a DR or TUN real server needs its checksum
+    /// completed by the caller (as `afpacket_director` does for every frame it receives).
     pub checksum: ChecksumMode,
 }
 
