@@ -245,6 +245,11 @@ proptest! {
 
         // The outer checksums verify, and a flipped byte is caught where a checksum covers it.
         prop_assert_eq!(verify_outer(out, &lo), Ok(()));
+        // A layout (caller data) whose IP length runs past the buffer: refused, never a panic.
+        let mut huge = lo;
+        huge.ip_len = u32::MAX;
+        prop_assert_eq!(verify_outer(out, &huge), Err(RewriteError::Incomplete));
+        prop_assert!(decap(out, &huge).is_ok_and(|d| d.end == out.len()));
         let l4 = lo.l4_offset as usize;
         let covered = match kind {
             TunnelKind::Gue { .. } => out[l4 + 6..l4 + 8] != [0, 0],

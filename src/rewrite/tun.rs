@@ -434,7 +434,10 @@ pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> 
         return Err(RewriteError::Incomplete);
     }
     ip_header(buf, layout)?;
-    let end = (layout.l3_offset as usize + layout.ip_len as usize).min(buf.len());
+    // The layout is caller data: on a 32-bit target the sum could overflow.
+    let end = (layout.l3_offset as usize)
+        .saturating_add(layout.ip_len as usize)
+        .min(buf.len());
     let (start, version) = match tunnel {
         Tunnel::Ipip => (l4, 4),
         Tunnel::Ipv6 => (l4, 6),
@@ -508,7 +511,7 @@ pub fn verify_outer(buf: &[u8], layout: &Layout) -> Result<(), RewriteError> {
         return Err(RewriteError::Incomplete);
     }
     ip_header(buf, layout)?;
-    let end = l3 + layout.ip_len as usize;
+    let end = l3.saturating_add(layout.ip_len as usize);
     if end > buf.len() || end < l4 {
         return Err(RewriteError::Incomplete);
     }
