@@ -258,6 +258,23 @@ fn bench_lookup(c: &mut Criterion) {
             })
         });
 
+        let mut cursor = 0;
+        let mut out = vec![None; BATCH];
+        group.bench_function(BenchmarkId::new("maglev_owner_batch", n), |b| {
+            b.iter(|| {
+                table.owner_batch(next_batch(&flows, &mut cursor), &mut out);
+                black_box(&out);
+            })
+        });
+
+        let mut cursor = 0;
+        group.bench_function(BenchmarkId::new("maglev_batch", n), |b| {
+            b.iter(|| {
+                table.lookup_batch(dests, next_batch(&flows, &mut cursor), false, &mut out);
+                black_box(&out);
+            })
+        });
+
         let table = MhTable::build(dests, MhTableSize::default()).expect("mh");
         let mut cursor = 0;
         group.bench_function(BenchmarkId::new("mh", n), |b| {

@@ -428,11 +428,24 @@ struct Slot {
 }
 
 /// What the per-packet paths need of a slot, packed small: 8 bytes per destination, so the
-/// check of every hash lookup touches one cache line per eight servers.
-#[derive(Clone, Copy, Debug, Default)]
-struct Hot {
-    generation: u32,
-    accepts_new: bool,
+/// check of every hash lookup touches one cache line per eight servers. The generation in the
+/// low half, bit 32 set when the destination accepts new connections: one comparison with
+/// [`Hot::accepting`] tests both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Hot(u64);
+
+impl Hot {
+    const ACCEPTS_NEW: u64 = 1 << 32;
+
+    fn new(generation: u32, accepts_new: bool) -> Hot {
+        Hot(generation as u64 | if accepts_new { Hot::ACCEPTS_NEW } else { 0 })
+    }
+
+    /// The value of a slot whose destination `id` accepts new connections.
+    #[inline(always)]
+    fn accepting(id: DestId) -> Hot {
+        Hot(id.generation as u64 | Hot::ACCEPTS_NEW)
+    }
 }
 
 /// The destinations of one service, in IPVS list order, with stable ids.
@@ -490,18 +503,15 @@ impl DestSet {
     /// scheduler applies to a new connection, from a compact array kept beside the slots.
     #[inline]
     pub fn accepts_new(&self, id: DestId) -> bool {
-        match self.hot.get(id.index()) {
-            Some(h) => h.generation == id.generation && h.accepts_new,
-            None => false,
-        }
+        self.hot.get(id.index()) == Some(&Hot::accepting(id))
     }
 
     fn sync_hot(&mut self, index: usize) {
         let slot = &self.slots[index];
-        let h = Hot {
-            generation: slot.generation,
-            accepts_new: slot.dest.as_ref().is_some_and(Dest::accepts_new),
-        };
+        let h = Hot::new(
+            slot.generation,
+            slot.dest.as_ref().is_some_and(Dest::accepts_new),
+        );
         if index >= self.hot.len() {
             self.hot.resize(index + 1, Hot::default());
         }

@@ -169,7 +169,10 @@ impl<const W: usize> Filler<W> {
     }
 
     /// `K` claims at once, in order: the same slots as `K` calls of `claim`. Needs
-    /// `budget() >= K`.
+    /// `budget() >= K`. Two lanes may walk one permutation from one start (a server claiming
+    /// twice in a batch): the later lane then finds the earlier one's slot taken at commit and
+    /// probes on from it, past slots all taken, so it claims what a claim started after the
+    /// earlier lane's slot would.
     #[inline(always)]
     pub(crate) fn claim_batch<const K: usize>(
         &mut self,

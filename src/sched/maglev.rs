@@ -234,6 +234,7 @@ enum Slots {
 trait SlotIndex: Copy {
     const EMPTY: Self;
     fn from_index(i: u32) -> Self;
+    fn index(self) -> usize;
 }
 
 impl SlotIndex for u16 {
@@ -241,12 +242,20 @@ impl SlotIndex for u16 {
     fn from_index(i: u32) -> u16 {
         i as u16
     }
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl SlotIndex for u32 {
     const EMPTY: u32 = EMPTY;
     fn from_index(i: u32) -> u32 {
         i
+    }
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -401,6 +410,104 @@ impl MaglevTable {
         self.owner_of_slot(self.slot_of(flow))
     }
 
+    /// [`owner`](Self::owner) for a burst: `out[i]` is the owner of `flows[i]`'s slot, for
+    /// `i` below the shorter length. The per-table choices (hashed fields, slot width) are made
+    /// once per burst rather than once per flow, which is what a stateless dataplane wants.
+    pub fn owner_batch(&self, flows: &[FlowKey], out: &mut [Option<DestId>]) {
+        self.batch(flows, out, |_| true);
+    }
+
+    /// [`lookup`](Self::lookup) for a burst: `out[i]` is the server for `flows[i]`, for `i`
+    /// below the shorter length.
+    pub fn lookup_batch(
+        &self,
+        dests: &DestSet,
+        flows: &[FlowKey],
+        fallback: bool,
+        out: &mut [Option<DestId>],
+    ) {
+        self.batch(flows, out, |id| dests.accepts_new(id));
+        if fallback {
+            for (f, o) in flows.iter().zip(out.iter_mut()) {
+                if o.is_none() {
+                    *o = self.lookup(dests, f, true);
+                }
+            }
+        }
+    }
+
+    /// The owner of each flow's slot if `ok`, else `None`, with the hash and slot width fixed
+    /// outside the loop.
+    #[inline(always)]
+    fn batch(&self, flows: &[FlowKey], out: &mut [Option<DestId>], ok: impl Fn(DestId) -> bool) {
+        #[inline(always)]
+        fn run<T: SlotIndex>(
+            slots: &[T],
+            ids: &[DestId],
+            flows: &[FlowKey],
+            out: &mut [Option<DestId>],
+            hash: impl Fn(&FlowKey) -> u64,
+            ok: impl Fn(DestId) -> bool,
+        ) {
+            let m = slots.len() as u32;
+            const CHUNK: usize = 32;
+            let n = flows.len().min(out.len());
+            let (flows, out) = (&flows[..n], &mut out[..n]);
+            let mut at = [0u32; CHUNK];
+            for (fc, oc) in flows.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+                // Hash the chunk first, so its slot loads then issue back to back.
+                for (a, f) in at.iter_mut().zip(fc) {
+                    *a = reduce(hash(f), m);
+                }
+                for (&a, o) in at.iter().zip(oc) {
+                    let s = slots[a as usize];
+                    // An empty slot's index (all ones) is past every server's.
+                    *o = ids.get(s.index()).copied().filter(|&id| ok(id));
+                }
+            }
+        }
+        #[inline(always)]
+        fn with_key<T: SlotIndex>(
+            t: &MaglevTable,
+            slots: &[T],
+            flows: &[FlowKey],
+            out: &mut [Option<DestId>],
+            ok: impl Fn(DestId) -> bool,
+        ) {
+            let seed = t.seed;
+            match t.key {
+                MaglevKey::FiveTuple => run(
+                    slots,
+                    &t.ids,
+                    flows,
+                    out,
+                    |f| flow_hash(f, MaglevKey::FiveTuple, seed),
+                    ok,
+                ),
+                MaglevKey::SourceAddrPort => run(
+                    slots,
+                    &t.ids,
+                    flows,
+                    out,
+                    |f| flow_hash(f, MaglevKey::SourceAddrPort, seed),
+                    ok,
+                ),
+                MaglevKey::SourceAddr => run(
+                    slots,
+                    &t.ids,
+                    flows,
+                    out,
+                    |f| flow_hash(f, MaglevKey::SourceAddr, seed),
+                    ok,
+                ),
+            }
+        }
+        match &self.slots {
+            Slots::Narrow(v) => with_key(self, v, flows, out, ok),
+            Slots::Wide(v) => with_key(self, v, flows, out, ok),
+        }
+    }
+
     /// The server for `flow` if it takes new connections; with `fallback`, otherwise the owner
     /// of the next slot (`+1, +2, ...`) that does.
     #[inline]
@@ -420,23 +527,73 @@ impl MaglevTable {
     }
 }
 
-/// One server's state during population.
+/// A server's place in the calendar of rounds.
 #[derive(Clone, Copy)]
-struct Claimant {
-    /// Next slot of the permutation to try.
-    next: u32,
-    skip: u32,
+struct Due {
     /// Remainder e with (k + 1) Q - 1 = q r + e.
     rem: u32,
     /// Q / q and Q % q.
     step: u32,
     step_rem: u32,
     quota: u32,
-    /// Next server due in the same round, or `EMPTY`.
-    link: u32,
 }
 
-/// Bresenham-interleaved rounds; each claim takes the next free slot of the server's permutation.
+/// The order of claims: server indexes, `sum(q)` of them, in Bresenham-interleaved rounds.
+///
+/// A calendar of rounds: intrusive singly linked lists of servers due in each round. A server
+/// with quota q claims its k-th slot in round r_k = floor(((k + 1) Q - 1) / q), stepped
+/// without division: r_{k+1} = r_k + Q / q, plus one when the remainder carries. Each claim
+/// pushes its server on the list of its next round, so a round lists its servers latest push
+/// first (round 0's, and every server's first round, in index order). After its last claim a
+/// server moves on to round r_q = Q + floor((Q - 1) / q) < 2Q, never reached: no count of
+/// claims left. The order depends on the quotas only, not on the slots claimed, so it is
+/// computed first, in one pass without the table, and the claims follow it in a second (the
+/// calendar's list walk is a chain of dependent loads, which slowed the claims it was fused
+/// with).
+fn claim_order<T: SlotIndex>(q: &[u32], max_q: u32) -> Vec<T> {
+    let mut due: Vec<Due> = q
+        .iter()
+        .map(|&quota| {
+            let qi = quota.max(1);
+            Due {
+                rem: (max_q - 1) % qi,
+                step: max_q / qi,
+                step_rem: max_q % qi,
+                quota: qi,
+            }
+        })
+        .collect();
+    // `link[i]`: the server after `i` in its round's list, or `EMPTY`.
+    let mut link = vec![EMPTY; q.len()];
+    let mut head = vec![EMPTY; 2 * max_q as usize];
+    for (i, d) in due.iter().enumerate().rev() {
+        if q[i] > 0 {
+            let round = ((max_q - 1) / d.quota) as usize;
+            link[i] = head[round];
+            head[round] = i as u32;
+        }
+    }
+    let mut order = Vec::with_capacity(q.iter().map(|&x| x as usize).sum());
+    for r in 0..max_q {
+        let mut i = head[r as usize];
+        while i != EMPTY {
+            order.push(T::from_index(i));
+            let after = link[i as usize];
+            let d = &mut due[i as usize];
+            d.rem += d.step_rem;
+            let carry = d.rem >= d.quota;
+            d.rem -= if carry { d.quota } else { 0 };
+            let round = (r + d.step + carry as u32) as usize;
+            link[i as usize] = head[round];
+            head[round] = i;
+            i = after;
+        }
+    }
+    order
+}
+
+/// Claims the table's slots in [`claim_order`]; each claim takes the next free slot of the
+/// server's permutation.
 fn populate<T: SlotIndex, const W: usize>(
     slots: &mut [T],
     servers: &[(IpAddr, u16, u32, DestId)],
@@ -444,101 +601,52 @@ fn populate<T: SlotIndex, const W: usize>(
     max_q: u32,
 ) {
     let m = slots.len() as u32;
-    let mut filler = Filler::<W>::new(m);
-    // Calendar of rounds: intrusive singly linked lists of servers due in each round. A
-    // server with quota q claims its k-th slot in round r_k = floor(((k + 1) Q - 1) / q),
-    // stepped without division: r_{k+1} = r_k + Q / q, plus one when the remainder carries.
-    // After its last claim a server moves on to round r_q = Q + floor((Q - 1) / q) < 2Q,
-    // never reached: no count of claims left.
-    let mut state: Vec<Claimant> = servers
+    let order: Vec<T> = claim_order(q, max_q);
+    // Each server's next slot to try and its skip, side by side.
+    let mut perm: Vec<(u32, u32)> = servers
         .iter()
-        .zip(q)
-        .map(|(s, &quota)| {
-            let qi = quota.max(1);
-            Claimant {
-                next: reduce(server_hash(&s.0, s.1, OFFSET_SEED), m),
-                skip: reduce(server_hash(&s.0, s.1, SKIP_SEED), m - 1) + 1,
-                rem: (max_q - 1) % qi,
-                step: max_q / qi,
-                step_rem: max_q % qi,
-                quota: qi,
-                link: EMPTY,
-            }
+        .map(|s| {
+            (
+                reduce(server_hash(&s.0, s.1, OFFSET_SEED), m),
+                reduce(server_hash(&s.0, s.1, SKIP_SEED), m - 1) + 1,
+            )
         })
         .collect();
-    let mut head = vec![EMPTY; 2 * max_q as usize];
-    for (i, s) in state.iter_mut().enumerate().rev() {
-        if q[i] > 0 {
-            let round = ((max_q - 1) / s.quota) as usize;
-            s.link = head[round];
-            head[round] = i as u32;
-        }
-    }
+    let mut filler = Filler::<W>::new(m);
     // While at least one slot in eight is free, claims go four at a time, in lockstep
     // (`Filler::claim_batch`); with fewer, the wasted steps of the lanes that finish first cost
     // more than the mispredicts they save (measured: 8 lanes, or lockstep down to 1/16, slower).
+    // A server twice in a batch (at a round's end and the next's start) passes the same start
+    // twice: its second claim finds its first slot taken at commit and probes on from there,
+    // past slots all taken, so it claims what it would have claimed after the first.
     const K: usize = 4;
     let lockstep_min = (m / 8).max(K as u32);
-    for r in 0..max_q {
-        let mut i = head[r as usize];
-        while i != EMPTY {
-            if filler.budget() >= lockstep_min {
-                let mut lane = [EMPTY; K];
-                let mut ok = true;
-                let mut x = i;
-                for l in lane.iter_mut() {
-                    if x == EMPTY {
-                        ok = false;
-                        break;
-                    }
-                    *l = x;
-                    x = state[x as usize].link;
-                }
-                if ok {
-                    let pos = lane.map(|l| state[l as usize].next);
-                    let skip = lane.map(|l| state[l as usize].skip);
-                    let cs = filler.claim_batch(pos, skip);
-                    for j in 0..K {
-                        commit(&mut state, &mut head, slots, m, r, lane[j], cs[j]);
-                    }
-                    i = x;
-                    continue;
-                }
-            }
-            let s = &state[i as usize];
-            let after = s.link;
-            let c = filler.claim(s.next, s.skip);
-            commit(&mut state, &mut head, slots, m, r, i, c);
-            i = after;
+    let mut done = 0;
+    for batch in order.chunks_exact(K) {
+        if filler.budget() < lockstep_min {
+            break;
         }
+        done += K;
+        let pos: [u32; K] = core::array::from_fn(|j| perm[batch[j].index()].0);
+        let skip: [u32; K] = core::array::from_fn(|j| perm[batch[j].index()].1);
+        let cs = filler.claim_batch(pos, skip);
+        for j in 0..K {
+            commit(&mut perm, slots, m, batch[j], cs[j]);
+        }
+    }
+    for &i in &order[done..] {
+        let (next, skip) = perm[i.index()];
+        let c = filler.claim(next, skip);
+        commit(&mut perm, slots, m, i, c);
     }
 }
 
-/// Server `i` took slot `c` in round `r`: moves on to its next slot and round.
+/// Server `i` took slot `c`: its next claim may start one step further (`c` is taken).
 #[inline(always)]
-fn commit<T: SlotIndex>(
-    state: &mut [Claimant],
-    head: &mut [u32],
-    slots: &mut [T],
-    m: u32,
-    r: u32,
-    i: u32,
-    c: u32,
-) {
-    let s = &mut state[i as usize];
-    slots[c as usize] = T::from_index(i);
-    // `c` is taken from now on: the next claim may start one step further.
-    s.next = if c + s.skip >= m {
-        c + s.skip - m
-    } else {
-        c + s.skip
-    };
-    s.rem += s.step_rem;
-    let carry = s.rem >= s.quota;
-    s.rem -= if carry { s.quota } else { 0 };
-    let round = (r + s.step + carry as u32) as usize;
-    s.link = head[round];
-    head[round] = i;
+fn commit<T: SlotIndex>(perm: &mut [(u32, u32)], slots: &mut [T], m: u32, i: T, c: u32) {
+    let p = &mut perm[i.index()];
+    slots[c as usize] = i;
+    p.0 = if c + p.1 >= m { c + p.1 - m } else { c + p.1 };
 }
 
 /// Maglev scheduler (this crate's own, see the module docs).
@@ -797,6 +905,43 @@ mod tests {
             assert_eq!(q.schedule(f, Instant::ZERO), None);
         }
     }
+
+    /// The burst forms answer what the one-flow forms answer, for every hashed-field choice,
+    /// with a quiesced server, with and without fallback, and stop at the shorter slice.
+    #[test]
+    fn batch_lookups_equal_single_lookups() {
+        for key in [
+            MaglevKey::FiveTuple,
+            MaglevKey::SourceAddrPort,
+            MaglevKey::SourceAddr,
+        ] {
+            let mut p = typed_pool(
+                Maglev::with_seed(SchedFlags::NONE, 1021, key, 7).unwrap(),
+                &[(1, 1), (2, 3), (3, 1)],
+            );
+            let two = p.dests().find(ip(2), 80).unwrap();
+            p.set_weight(two, 0).unwrap();
+            let table = p.scheduler().table().clone();
+            let flows: Vec<FlowKey> = (0..300u16)
+                .map(|i| flow([172, 16, (i >> 8) as u8, i as u8], 1000 + i))
+                .collect();
+            let mut out = vec![Some(two); flows.len() + 1];
+            table.owner_batch(&flows, &mut out);
+            for (f, o) in flows.iter().zip(&out) {
+                assert_eq!(*o, table.owner(f));
+            }
+            assert_eq!(out[flows.len()], Some(two), "past the flows: untouched");
+            assert!(out.contains(&Some(two)));
+            for fallback in [false, true] {
+                table.lookup_batch(p.dests(), &flows, fallback, &mut out[..100]);
+                for (f, o) in flows.iter().zip(&out[..100]) {
+                    assert_eq!(*o, table.lookup(p.dests(), f, fallback));
+                }
+                assert!(!out[..100].contains(&Some(two)));
+                assert_eq!(out[..100].contains(&None), !fallback);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -818,5 +963,78 @@ mod stability {
                 .unwrap();
         }
         assert_eq!(p.scheduler().table().fingerprint(), 0x369c_0167_c2f1_470c);
+    }
+
+    /// The population, one probe at a time: the claim order's servers each take the first
+    /// free slot of their own permutation.
+    fn textbook(m: u32, servers: &[(IpAddr, u16, u32, DestId)], q: &[u32]) -> Vec<u32> {
+        let max_q = q.iter().copied().max().unwrap_or(0);
+        let mut slots = vec![EMPTY; m as usize];
+        if max_q == 0 {
+            return slots;
+        }
+        let mut next: Vec<(u32, u32)> = servers
+            .iter()
+            .map(|s| {
+                (
+                    reduce(server_hash(&s.0, s.1, OFFSET_SEED), m),
+                    reduce(server_hash(&s.0, s.1, SKIP_SEED), m - 1) + 1,
+                )
+            })
+            .collect();
+        for i in claim_order::<u32>(q, max_q) {
+            let (c, skip) = &mut next[i as usize];
+            while slots[*c as usize] != EMPTY {
+                *c = (*c + *skip) % m;
+            }
+            slots[*c as usize] = i;
+            *c = (*c + *skip) % m;
+        }
+        slots
+    }
+
+    /// Lockstep batches (a server may be in one twice), single claims and the tail list give
+    /// the textbook table, for equal, varied and extreme weights.
+    #[test]
+    fn population_is_the_textbook_one() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (m, n, max_w) in [
+            (65_537u32, 1000usize, 100u64),
+            (65_537, 7, 1),
+            (65_537, 300, 1),
+            (4093, 50, 65_535),
+            (251, 250, 3),
+            (131, 2, 1000),
+        ] {
+            let mut dests = DestSet::new();
+            let servers: Vec<(IpAddr, u16, u32, DestId)> = (0..n)
+                .map(|i| {
+                    let a = IpAddr::V4(core::net::Ipv4Addr::from(0x0a00_0001 + i as u32));
+                    let w = 1 + (rand() % max_w) as u32;
+                    let (id, _) = dests
+                        .add(&crate::dest::DestConfig::new(a, 80).weight(w))
+                        .unwrap();
+                    (a, 80, w, id)
+                })
+                .collect();
+            let weights: Vec<u32> = servers.iter().map(|s| s.2).collect();
+            let q = quotas(&weights, m);
+            let max_q = q.iter().copied().max().unwrap_or(0);
+            let Slots::Narrow(got) = Slots::populate(m, &servers, &q, max_q) else {
+                panic!("narrow slots for {n} servers");
+            };
+            let want = textbook(m, &servers, &q);
+            let got: Vec<u32> = got
+                .iter()
+                .map(|&s| if s == u16::MAX { EMPTY } else { s as u32 })
+                .collect();
+            assert_eq!(got, want, "m={m} n={n} max_w={max_w}");
+        }
     }
 }
