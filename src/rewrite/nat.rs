@@ -177,13 +177,24 @@ fn rewrite_n<const N: usize>(
 
     // Everything is checked: from here on nothing fails.
     let h = &mut buf[l3..l3 + hlen];
-    if opts.decrement_ttl {
-        apply_ttl(h, layout.ip_version);
-    }
     // The address change, computed once for the IPv4 header and the pseudo-header.
     let d_addr = delta(&old, &new);
-    if !v6 {
-        put16(h, 10, apply_delta(be16(h, 10), d_addr));
+    if v6 {
+        if opts.decrement_ttl {
+            apply_ttl(h, layout.ip_version);
+        }
+    } else {
+        // The TTL and address changes folded into the header checksum at once: one fold and
+        // one store on the packet's dependency chain instead of two of each.
+        let mut d = d_addr;
+        if opts.decrement_ttl {
+            let ttl_word = be16(h, 8);
+            // Checked above 1: no borrow.
+            let new_word = ttl_word - 0x0100;
+            d += !ttl_word as u64 + new_word as u64;
+            put16(h, 8, new_word);
+        }
+        put16(h, 10, apply_delta(be16(h, 10), d));
     }
     buf[addr_at..addr_at + N].copy_from_slice(&new);
 

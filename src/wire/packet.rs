@@ -225,6 +225,60 @@ pub fn classify(
     link: LinkType,
     opts: &ClassifyOptions,
 ) -> Result<Classified, ParseError> {
+    if link == LinkType::Ethernet {
+        if let Some(l) = untagged_ipv4_tcp_udp(buf, opts) {
+            return Ok(Classified::Ip(l));
+        }
+    }
+    classify_general(buf, link, opts)
+}
+
+/// The frame most of a director's traffic is: Ethernet without tags, IPv4 without options,
+/// not a fragment, TCP or UDP, headers whole. One bounds check and a few comparisons, then
+/// the layout [`classify_general`] would give; `None` for anything else (which it then
+/// classifies).
+#[inline(always)]
+fn untagged_ipv4_tcp_udp(buf: &[u8], opts: &ClassifyOptions) -> Option<Layout> {
+    // Ethernet 14, IPv4 20, then the 8 bytes UDP needs (TCP needs 20: checked below).
+    let h: &[u8; 42] = buf.get(..42)?.try_into().ok()?;
+    let total = u16::from_be_bytes([h[16], h[17]]);
+    let proto = h[23];
+    let not_fragment = (h[20] & 0x3f) | h[21] == 0;
+    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || !not_fragment || total < 20 {
+        return None;
+    }
+    let p = match proto {
+        6 if buf.len() >= 54 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return None,
+    };
+    let sport = u16::from_be_bytes([h[34], h[35]]);
+    let dport = u16::from_be_bytes([h[36], h[37]]);
+    let src = IpAddr::V4(Ipv4Addr::new(h[26], h[27], h[28], h[29]));
+    let dst = IpAddr::V4(Ipv4Addr::new(h[30], h[31], h[32], h[33]));
+    let gue = p == Protocol::Udp && opts.gue_port == Some(dport);
+    Some(Layout {
+        l2_len: 14,
+        vlan_tags: 0,
+        ip_version: 4,
+        l3_offset: 14,
+        l4_offset: 34,
+        l4_proto: proto,
+        ip_len: total as u32,
+        fragment: Fragment::None,
+        truncated: buf.len() < 14 + total as usize,
+        final_dst_offset: None,
+        tunnel: if gue { Some(Tunnel::Gue) } else { None },
+        flow: Some(FlowKey::new(p, src, sport, dst, dport)),
+    })
+}
+
+/// [`classify`] for every frame.
+fn classify_general(
+    buf: &[u8],
+    link: LinkType,
+    opts: &ClassifyOptions,
+) -> Result<Classified, ParseError> {
     let (l2_len, vlan_tags, ethertype) = match link {
         LinkType::Ethernet => {
             let eth = need(buf, 0, 14)?;
@@ -532,6 +586,53 @@ mod tests {
         ClassifyOptions {
             gue_port: Some(6080),
         }
+    }
+
+    /// The fast path gives what the general path gives, on frames near the ones it takes:
+    /// every byte of the first 60 of a TCP, UDP and GUE frame flipped to random values, cut
+    /// at random lengths.
+    #[test]
+    fn fast_path_equals_general_path() {
+        let mut frames = Vec::new();
+        for (udp, dport) in [(false, 80), (true, 53), (true, 6080)] {
+            let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(
+                [192, 0, 2, 7],
+                [198, 51, 100, 1],
+                64,
+            );
+            let mut f = Vec::new();
+            if udp {
+                b.udp(40000, dport).write(&mut f, &[7; 30]).unwrap();
+            } else {
+                b.tcp(40000, dport, 1, 1000)
+                    .write(&mut f, &[7; 30])
+                    .unwrap();
+            }
+            frames.push(f);
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut fast = 0;
+        for i in 0..300_000 {
+            let mut f = frames[i % 3].clone();
+            let r = next();
+            if r % 4 != 0 {
+                let at = (r >> 8) as usize % 60;
+                f[at] = (r >> 16) as u8;
+            }
+            if r % 5 == 0 {
+                f.truncate((r >> 24) as usize % f.len());
+            }
+            let want = classify_general(&f, LinkType::Ethernet, &opts());
+            assert_eq!(classify(&f, LinkType::Ethernet, &opts()), want, "{f:02x?}");
+            fast += untagged_ipv4_tcp_udp(&f, &opts()).is_some() as u32;
+        }
+        assert!(fast > 100_000, "fast path taken {fast} times");
     }
 
     #[test]
