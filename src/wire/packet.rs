@@ -225,10 +225,10 @@ pub fn classify(
     link: LinkType,
     opts: &ClassifyOptions,
 ) -> Result<Classified, ParseError> {
-    if link == LinkType::Ethernet {
-        if let Some(l) = untagged_ipv4_tcp_udp(buf, opts) {
-            return Ok(Classified::Ip(l));
-        }
+    if link == LinkType::Ethernet
+        && let Some(l) = untagged_ipv4_tcp_udp(buf, opts)
+    {
+        return Ok(Classified::Ip(l));
     }
     classify_general(buf, link, opts)
 }
