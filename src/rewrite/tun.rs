@@ -201,6 +201,24 @@ pub fn encap(
     layout: &Layout,
     p: &TunnelParams,
 ) -> Result<Encapsulated, RewriteError> {
+    // One body per outer family, so that neither carries the other's branches and arrays.
+    match (hashed_source(p.src, p.src_hash_bits, p.flow_hash), p.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => encap_n(buf, start, layout, p, s.octets(), d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => encap_n(buf, start, layout, p, s.octets(), d.octets()),
+        _ => Err(RewriteError::FamilyMismatch),
+    }
+}
+
+/// [`encap`] with the outer addresses, `N` = 4 or 16 bytes.
+#[inline(always)]
+fn encap_n<const N: usize>(
+    buf: &mut [u8],
+    start: usize,
+    layout: &Layout,
+    p: &TunnelParams,
+    s: [u8; N],
+    d: [u8; N],
+) -> Result<Encapsulated, RewriteError> {
     let frame = buf.get(start..).ok_or(RewriteError::Truncated {
         offset: start as u32,
         needed: 0,
@@ -210,13 +228,7 @@ pub fn encap(
     if p.decrement_ttl {
         check_ttl(h, v_in)?;
     }
-    let src = hashed_source(p.src, p.src_hash_bits, p.flow_hash);
-    let outer = match (src, p.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => Outer::V4(s.octets(), d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => Outer::V6(s.octets(), d.octets()),
-        _ => return Err(RewriteError::FamilyMismatch),
-    };
-    let outer_v6 = matches!(outer, Outer::V6(..));
+    let outer_v6 = N == 16;
     let overhead = tunnel_overhead(p.kind, outer_v6);
     let l2 = layout.l2_len as usize;
     let l3 = layout.l3_offset as usize;
@@ -303,8 +315,11 @@ pub fn encap(
         TunnelKind::Gue { .. } => 17,
         TunnelKind::Gre { .. } => 47,
     };
-    match outer {
-        Outer::V4(s, d) => {
+    match (
+        <[u8; 4]>::try_from(&s[..]).ok(),
+        <[u8; 4]>::try_from(&d[..]).ok(),
+    ) {
+        (Some(s), Some(d)) => {
             // The header as five big-endian words, summed in registers and stored once: the
             // checksum read back from memory would wait for the byte stores to retire (wide
             // loads of narrow stores are not forwarded), a quarter of the encapsulation.
@@ -323,7 +338,7 @@ pub fn encap(
                 hdr[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
             }
         }
-        Outer::V6(s, d) => {
+        _ => {
             let fl = if p.flow_label {
                 p.flow_hash & 0x000f_ffff
             } else {
@@ -394,11 +409,6 @@ fn array<const N: usize>(b: &[u8]) -> [u8; N] {
     let mut a = [0u8; N];
     a.copy_from_slice(b);
     a
-}
-
-enum Outer {
-    V4([u8; 4], [u8; 4]),
-    V6([u8; 16], [u8; 16]),
 }
 
 fn hashed_source(src: IpAddr, bits: u8, hash: u32) -> IpAddr {
