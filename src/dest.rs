@@ -86,7 +86,9 @@ pub enum TunnelCsum {
     None,
     /// Outer UDP (GUE) or GRE checksum.
     Csum,
-    /// GUE remote checksum offload.
+    /// GUE remote checksum offload: the outer UDP checksum computed, and an inner checksum an
+    /// offload left partial marked for the real server to complete (as IPVS does; see
+    /// [`GueChecksum::RemCsum`](crate::rewrite::GueChecksum::RemCsum)).
     RemCsum,
 }
 

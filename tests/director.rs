@@ -18,8 +18,9 @@ use lvs::director::{
     Director, DirectorConfig, DropReason, FrameMut, PassReason, Rx, Side, Verdict,
 };
 use lvs::flow::Protocol;
-use lvs::rewrite::IcmpReply;
+use lvs::rewrite::{ChecksumMode, IcmpReply};
 use lvs::sched::SchedConfig;
+use lvs::wire::{Classified, ClassifyOptions, LinkType, classify};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0xc0, 0, 0, 0, 1];
 const GW_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 1];
@@ -1053,6 +1054,79 @@ fn rules_apply_all_or_nothing_and_save_round_trips() {
     }
     assert!(saved.starts_with("--set 600 60 120\n"));
     assert!(saved.contains("-A -t 10.0.0.1:80 -s wlc -p 300 -M 255.255.255.0\n"));
+}
+
+/// `--tun-remcsum`: every GUE packet gets its UDP checksum (IPVS computes it when CSUM or
+/// REMCSUM is set), and one whose inner checksum an offload left partial also carries the
+/// REMCSUM option, so the real server completes it.
+#[test]
+fn gue_remote_checksum_offload() {
+    let mut d = director(
+        "-A -t 10.0.0.4:80 -s rr\n\
+         -a -t 10.0.0.4:80 -r 192.168.30.2 -i --tun-type gue --tun-port 6080 --tun-remcsum\n",
+    );
+    let syn = frame(("203.0.113.7", 1), ("10.0.0.4", 80), L4::Tcp(SYN), 64, &[]);
+    let o = run(&mut d, &syn, Side::Client, 1);
+    let f = forwarded(&o);
+    assert_eq!(f.end - f.start, syn.len() + 20 + 8 + 4);
+    let udp = 14 + 20;
+    assert_ne!(
+        &o.bytes[udp + 6..udp + 8],
+        &[0, 0],
+        "the UDP checksum is computed"
+    );
+    assert_eq!(&o.bytes[udp + 8..udp + 12], &[0, 4, 0, 0], "no option");
+
+    // The same connection's next segment, its checksum left partial by a local offload.
+    let mut ack = frame(
+        ("203.0.113.7", 1),
+        ("10.0.0.4", 80),
+        L4::Tcp(ACK),
+        64,
+        b"data",
+    );
+    let (l4, len) = (14 + 20, ack.len() - 14 - 20);
+    let ph = lvs::wire::checksum::pseudo_header_v4([203, 0, 113, 7], [10, 0, 0, 4], 6, len as u16);
+    ack[l4 + 16..l4 + 18].copy_from_slice(&lvs::wire::checksum::fold(ph).to_be_bytes());
+    let mut buf = vec![0u8; HEADROOM + ack.len()];
+    buf[HEADROOM..].copy_from_slice(&ack);
+    let rx = Rx {
+        checksum: ChecksumMode::Partial,
+        ..Rx::new(Side::Client)
+    };
+    let end = buf.len();
+    let Verdict::Forward(f) = d.process_at(&mut buf, HEADROOM, end, &rx, Instant::from_millis(2))
+    else {
+        panic!("forwarded");
+    };
+    let out = &buf[f.start..f.end];
+    assert_eq!(
+        out.len(),
+        ack.len() + 20 + 8 + 4 + lvs::rewrite::GUE_REMCSUM_LEN
+    );
+    assert_eq!(
+        &out[udp + 8..udp + 20],
+        &[2, 4, 0, 1, 0x80, 0, 0, 0, 0, 20, 0, 36]
+    );
+    let opts = ClassifyOptions {
+        gue_port: Some(6080),
+    };
+    let Ok(Classified::Ip(lo)) = classify(out, LinkType::Ethernet, &opts) else {
+        panic!("classifies");
+    };
+    assert_eq!(lvs::rewrite::verify_outer(out, &lo), Ok(()));
+    let dec = lvs::rewrite::decap(out, &lo).unwrap();
+    let mut rx_side = out.to_vec();
+    assert!(lvs::rewrite::complete_remcsum(&mut rx_side, &dec));
+    // The real server's view: the client's segment, TTL decremented, checksum complete.
+    let inner = &rx_side[dec.start..dec.end];
+    let c = check_frame(
+        &[&[2u8, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0][..], inner].concat(),
+        true,
+        None,
+    )
+    .unwrap();
+    assert!(c.all_good(), "{c:?}");
 }
 
 #[test]

@@ -204,7 +204,7 @@ proptest! {
 
     #[test]
     fn encap_then_decap_is_the_identity_on_the_inner_packet(
-        s in spec(), outer_v6 in any::<bool>(), kind in 0u8..5, hash in any::<u32>(), bits in 0u8..=8,
+        s in spec(), outer_v6 in any::<bool>(), kind in 0u8..6, hash in any::<u32>(), bits in 0u8..=8,
         flow_label in any::<bool>(), headroom in 0usize..8,
     ) {
         let orig = build(&s);
@@ -214,7 +214,9 @@ proptest! {
             1 => TunnelKind::Gue { port: GUE, checksum: GueChecksum::None },
             2 => TunnelKind::Gue { port: GUE, checksum: GueChecksum::Full },
             3 => TunnelKind::Gre { checksum: false },
-            _ => TunnelKind::Gre { checksum: true },
+            4 => TunnelKind::Gre { checksum: true },
+            // Complete inner checksums: no option, the UDP checksum computed.
+            _ => TunnelKind::Gue { port: GUE, checksum: GueChecksum::RemCsum },
         };
         let mut p = TunnelParams::new(kind, rs_addr(outer_v6, 1), rs_addr(outer_v6, 2));
         p.decrement_ttl = false;

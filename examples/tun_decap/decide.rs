@@ -13,7 +13,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lvs::rewrite::{RewriteError, decap, verify_outer};
+use lvs::rewrite::{Decapsulated, RewriteError, complete_remcsum, decap, verify_outer};
 use lvs::wire::{Classified, ClassifyOptions, Layout, LinkType, ParseError, Tunnel, classify};
 
 /// What to do with a frame.
@@ -88,32 +88,61 @@ fn variant(e: &dyn fmt::Debug) -> String {
 /// interface: `local` are the addresses tunnel packets may be sent to, `gue_port` the UDP
 /// port GUE arrives on (`None`: no GUE); `verify` whether to verify the outer checksums (see
 /// the module documentation).
+#[cfg(test)]
 pub fn decide(frame: &[u8], local: &[IpAddr], gue_port: Option<u16>, verify: bool) -> Decision {
+    match open(frame, local, gue_port, verify) {
+        Ok(d) => Decision::Inner(d.start, d.end, d.tunnel),
+        Err(other) => other,
+    }
+}
+
+/// [`decide`], then what the kernel's GUE receive does with a REMCSUM option (an inner
+/// checksum the sender's offload left partial, `ipvsadm --tun-remcsum`): completes the inner
+/// checksum in `frame`, after the outer checksum that covers it was verified. The receive
+/// loop's form.
+pub fn decide_and_complete(
+    frame: &mut [u8],
+    local: &[IpAddr],
+    gue_port: Option<u16>,
+    verify: bool,
+) -> Decision {
+    match open(frame, local, gue_port, verify) {
+        Ok(d) => {
+            complete_remcsum(frame, &d);
+            Decision::Inner(d.start, d.end, d.tunnel)
+        }
+        Err(other) => other,
+    }
+}
+
+fn open(
+    frame: &[u8],
+    local: &[IpAddr],
+    gue_port: Option<u16>,
+    verify: bool,
+) -> Result<Decapsulated, Decision> {
     let opts = ClassifyOptions { gue_port };
     let layout = match classify(frame, LinkType::Ethernet, &opts) {
         Ok(Classified::Ip(layout)) => layout,
-        Ok(Classified::NotIp { .. }) => return Decision::Ignore(Ignored::NonIp),
-        Err(e) => return Decision::Malformed(Malformed::Classify(e)),
+        Ok(Classified::NotIp { .. }) => return Err(Decision::Ignore(Ignored::NonIp)),
+        Err(e) => return Err(Decision::Malformed(Malformed::Classify(e))),
     };
     if layout.tunnel.is_none() {
-        return Decision::Ignore(Ignored::NoTunnel);
+        return Err(Decision::Ignore(Ignored::NoTunnel));
     }
     match outer_destination(frame, &layout) {
         Some(dst) if local.contains(&dst) => {}
-        _ => return Decision::Ignore(Ignored::OtherDestination),
+        _ => return Err(Decision::Ignore(Ignored::OtherDestination)),
     }
     if layout.truncated {
         // `decap` would hand back what there is of the inner packet; the kernel would drop
         // it for its length, so count it here.
-        return Decision::Malformed(Malformed::Cut);
+        return Err(Decision::Malformed(Malformed::Cut));
     }
     if verify && let Err(e) = verify_outer(frame, &layout) {
-        return Decision::Malformed(Malformed::Decap(e));
+        return Err(Decision::Malformed(Malformed::Decap(e)));
     }
-    match decap(frame, &layout) {
-        Ok(d) => Decision::Inner(d.start, d.end, d.tunnel),
-        Err(e) => Decision::Malformed(Malformed::Decap(e)),
-    }
+    decap(frame, &layout).map_err(|e| Decision::Malformed(Malformed::Decap(e)))
 }
 
 /// The destination in the outer IP header (the layout's `flow` is `None` for IPIP and GRE,
@@ -248,6 +277,60 @@ mod tests {
             ] {
                 let f = tunnelled(&inner, kind, src, dst);
                 assert_inner(&f, &inner, Tunnel::Gue);
+            }
+        }
+    }
+
+    /// `--tun-remcsum` with an inner checksum a sender's offload left partial: the inner
+    /// packet comes out with its checksum completed, as the kernel's GUE receive does it.
+    #[test]
+    fn gue_remote_checksum_offload_is_completed() {
+        use lvs::wire::checksum::{fold, pseudo_header_v4, pseudo_header_v6};
+        for (inner, src, dst) in [
+            (inner_v4(), IpAddr::from(DIRECTOR4), IpAddr::from(SERVER4)),
+            (inner_v6(), DIRECTOR6.into(), SERVER6.into()),
+        ] {
+            // The inner packet as an offload leaves it: the pseudo-header sum in the field.
+            let mut partial = inner.clone();
+            let (field, ph) = if inner[0] >> 4 == 4 {
+                let (s, d) = (CLIENT4, VIP4);
+                (
+                    20 + 16,
+                    pseudo_header_v4(s, d, 6, (inner.len() - 20) as u16),
+                )
+            } else {
+                (
+                    40 + 6,
+                    pseudo_header_v6(&CLIENT6, &VIP6, 17, (inner.len() - 40) as u32),
+                )
+            };
+            partial[field..field + 2].copy_from_slice(&fold(ph).to_be_bytes());
+            let ethertype: u16 = if inner[0] >> 4 == 4 { 0x0800 } else { 0x86dd };
+            let mut buf = vec![0u8; HEADROOM];
+            buf.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+            buf.extend_from_slice(&ethertype.to_be_bytes());
+            buf.extend_from_slice(&partial);
+            let Ok(Classified::Ip(layout)) = classify(
+                &buf[HEADROOM..],
+                LinkType::Ethernet,
+                &ClassifyOptions::default(),
+            ) else {
+                panic!("inner packet");
+            };
+            let kind = TunnelKind::Gue {
+                port: GUE,
+                checksum: GueChecksum::RemCsum,
+            };
+            let mut p = TunnelParams::new(kind, src, dst);
+            p.decrement_ttl = false;
+            p.inner_partial = true;
+            let e = encap(&mut buf, HEADROOM, &layout, &p).unwrap();
+            let mut f = buf[e.start..e.end].to_vec();
+            // Undecided, the inner packet is still partial; completed, it is the original.
+            assert_inner(&f, &partial, Tunnel::Gue);
+            match decide_and_complete(&mut f, &local(), Some(GUE), true) {
+                Decision::Inner(start, end, Tunnel::Gue) => assert_eq!(&f[start..end], &inner),
+                other => panic!("{other:?}"),
             }
         }
     }

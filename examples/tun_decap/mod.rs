@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use decide::{Decision, Malformed, decide};
+use decide::{Decision, Malformed, decide_and_complete};
 use stats::Stats;
 
 pub const USAGE: &str = "\
@@ -358,8 +358,8 @@ fn receive_burst(
             stats.count(&Decision::Malformed(Malformed::Oversized));
             continue;
         }
-        let frame = &buf[..r.len];
-        let d = decide(frame, local, gue_port, r.verify_checksums);
+        let frame = &mut buf[..r.len];
+        let d = decide_and_complete(frame, local, gue_port, r.verify_checksums);
         stats.count(&d);
         if let Decision::Inner(start, end, _) = d {
             match tun.write(&frame[start..end]) {

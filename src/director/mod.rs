@@ -44,10 +44,6 @@
 //!   no connections: the connection table stores one family per entry, so the director drops
 //!   such packets with [`DropReason::MixedFamily`] (one-packet UDP services work). Configure
 //!   real servers of the service's family.
-//! - GUE remote checksum offload (`--tun-remcsum`) is sent as GUE without checksum, which is
-//!   what IPVS sends for a packet whose checksum is complete; IPVS adds the REMCSUM option
-//!   (and a UDP checksum) only to packets whose checksum a local offload left partial, and
-//!   the crate leaves completing those to the caller (as `afpacket_director` does).
 //! - The FTP rule of IPVS's service lookup (a miss on ports 20 or ≥ 1024 retries port 21) is
 //!   not applied: FTP's data connections need the FTP helper, which the crate does not have.
 //! - An ICMP message cut short by a capture's snaplen cannot have its checksum verified (IPVS
@@ -99,8 +95,9 @@ pub struct Rx {
     /// The firewall mark the caller's classifier gave it (0 = none), for `-f` services.
     pub fwmark: u32,
     /// Whether its layer-4 checksum is complete or left partial by an offload. NAT keeps a
-    /// partial checksum partial (the NIC completes it on transmit); DR and TUN pass the inner
-    /// checksum on as it is, so a frame sent to a DR or TUN real server needs its checksum
+    /// partial checksum partial (the NIC completes it on transmit); GUE with `--tun-remcsum`
+    /// tells the real server to complete it (the REMCSUM option, as IPVS); DR and the other
+    /// tunnels pass the inner checksum on as it is, so such a frame needs its checksum
     /// completed by the caller (as `afpacket_director` does for every frame it receives).
     pub checksum: ChecksumMode,
 }
@@ -1322,7 +1319,11 @@ impl Director {
         flow: &FlowKey,
     ) -> Verdict {
         let Pkt {
-            start, end, layout, ..
+            start,
+            end,
+            layout,
+            rx,
+            ..
         } = *p;
         let layout = &layout;
         let ether = self.cfg.link == LinkType::Ethernet;
@@ -1333,10 +1334,10 @@ impl Director {
         let kind = match t.kind {
             DestTunnelKind::Gue => TunnelKind::Gue {
                 port: t.port,
-                checksum: if t.csum == TunnelCsum::Csum {
-                    GueChecksum::Full
-                } else {
-                    GueChecksum::None
+                checksum: match t.csum {
+                    TunnelCsum::Csum => GueChecksum::Full,
+                    TunnelCsum::RemCsum => GueChecksum::RemCsum,
+                    _ => GueChecksum::None,
                 },
             },
             DestTunnelKind::Gre => TunnelKind::Gre {
@@ -1357,6 +1358,7 @@ impl Director {
         tp.mtu = self.cfg.mtu;
         tp.src_hash_bits = self.cfg.tunnel_src_hash_bits;
         tp.macs = mac.filter(|_| ether).map(|m| (m, self.cfg.mac));
+        tp.inner_partial = rx.checksum == ChecksumMode::Partial;
         let Some(b) = p.buf.get_mut(..end) else {
             return Verdict::Drop(DropReason::Rewrite);
         };

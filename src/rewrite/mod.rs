@@ -64,8 +64,8 @@ pub use icmp::{
 pub use mss::{clamp_mss, mss_for_mtu};
 pub use nat::{ChecksumMode, NatOptions, nat_in, nat_out};
 pub use tun::{
-    Decapsulated, Encapsulated, GueChecksum, TunnelKind, TunnelParams, decap, encap,
-    tunnel_flow_hash, tunnel_overhead, verify_outer,
+    Decapsulated, Encapsulated, GUE_REMCSUM_LEN, GueChecksum, TunnelKind, TunnelParams,
+    complete_remcsum, decap, encap, tunnel_flow_hash, tunnel_overhead, verify_outer,
 };
 
 #[cfg(feature = "bytes")]

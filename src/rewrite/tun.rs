@@ -46,9 +46,19 @@ pub enum GueChecksum {
     /// tunnels over IPv6).
     #[default]
     None,
-    /// Computed over the whole packet (`--tun-flags csum`): needs the whole inner packet.
+    /// Computed over the whole packet (`--tun-csum`): needs the whole inner packet.
     Full,
+    /// Remote checksum offload (`--tun-remcsum`), as IPVS sends it: the UDP checksum computed
+    /// as with [`Full`](Self::Full), and a packet whose inner TCP, UDP or ICMP checksum an
+    /// offload left partial ([`TunnelParams::inner_partial`]) also carries GUE's private REMCSUM
+    /// option ([`GUE_REMCSUM_LEN`] bytes more), telling the real server where to complete it
+    /// (see [`Decapsulated::remcsum`] and [`complete_remcsum`]).
+    RemCsum,
 }
+
+/// Bytes GUE's remote checksum offload adds to a partial-checksum packet: the private flags
+/// word and the start and offset of the checksum.
+pub const GUE_REMCSUM_LEN: usize = 8;
 
 /// Where the tunnel goes and how its outer header is filled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +95,11 @@ pub struct TunnelParams {
     /// New destination and source MACs for an Ethernet frame (the next hop towards the real
     /// server, and the director); `None` keeps the frame's.
     pub macs: Option<([u8; 6], [u8; 6])>,
+    /// The inner packet's layer-4 checksum is partial: an offload left the pseudo-header sum in
+    /// the field for the NIC to complete (Linux `CHECKSUM_PARTIAL`, `TP_STATUS_CSUMNOTREADY`).
+    /// With [`GueChecksum::RemCsum`] the real server is told to complete it; otherwise the
+    /// caller must complete it before encapsulating.
+    pub inner_partial: bool,
 }
 
 impl TunnelParams {
@@ -103,11 +118,13 @@ impl TunnelParams {
             gue_src_ports: (32768, 60999),
             decrement_ttl: true,
             macs: None,
+            inner_partial: false,
         }
     }
 }
 
-/// Bytes a tunnel adds: the outer IP header plus the GUE or GRE header.
+/// Bytes a tunnel adds: the outer IP header plus the GUE or GRE header ([`GUE_REMCSUM_LEN`]
+/// more for a partial-checksum packet under [`GueChecksum::RemCsum`]).
 pub const fn tunnel_overhead(kind: TunnelKind, outer_ipv6: bool) -> usize {
     let ip = if outer_ipv6 { 40 } else { 20 };
     ip + match kind {
@@ -229,7 +246,16 @@ fn encap_n<const N: usize>(
         check_ttl(h, v_in)?;
     }
     let outer_v6 = N == 16;
-    let overhead = tunnel_overhead(p.kind, outer_v6);
+    // GUE remote checksum offload of a partial inner checksum: where it starts and where the
+    // field is, from the inner IP header (IPVS: skb_checksum_start_offset, csum_offset).
+    let remcsum = match p.kind {
+        TunnelKind::Gue {
+            checksum: GueChecksum::RemCsum,
+            ..
+        } if p.inner_partial => Some(remcsum_position(layout)?),
+        _ => None,
+    };
+    let overhead = tunnel_overhead(p.kind, outer_v6) + remcsum.map_or(0, |_| GUE_REMCSUM_LEN);
     let l2 = layout.l2_len as usize;
     let l3 = layout.l3_offset as usize;
     let inner_len = layout.ip_len as usize;
@@ -257,7 +283,7 @@ fn encap_n<const N: usize>(
     let needs_whole = matches!(
         p.kind,
         TunnelKind::Gue {
-            checksum: GueChecksum::Full,
+            checksum: GueChecksum::Full | GueChecksum::RemCsum,
             ..
         } | TunnelKind::Gre { checksum: true }
     );
@@ -372,8 +398,19 @@ fn encap_n<const N: usize>(
             put16(udp, 2, port);
             put16(udp, 4, after_ip as u16);
             put16(udp, 6, 0);
-            udp[8..12].copy_from_slice(&[0, inner_proto, 0, 0]);
-            if c == GueChecksum::Full {
+            match remcsum {
+                None => udp[8..12].copy_from_slice(&[0, inner_proto, 0, 0]),
+                Some((start, field)) => {
+                    // hlen 2 (8 bytes of options), the PRIV flag, the private flags word with
+                    // REMCSUM, then the checksum's start and field, from the inner packet.
+                    udp[8..12].copy_from_slice(&[2, inner_proto, 0x00, 0x01]);
+                    let opt = &mut buf[t + 12..t + 20];
+                    opt[..4].copy_from_slice(&0x8000_0000u32.to_be_bytes());
+                    put16(opt, 4, start);
+                    put16(opt, 6, field);
+                }
+            }
+            if c != GueChecksum::None {
                 let ph = pseudo_header_at(buf, o, outer_v6, None, 17, after_ip);
                 let c = udp_nonzero(!fold(sum(ph, &buf[t..end])));
                 put16(buf, t + 6, c);
@@ -401,6 +438,24 @@ fn encap_n<const N: usize>(
         l3_offset: l2,
         over_mtu,
     })
+}
+
+/// Where a partial inner checksum starts and where its field is, relative to the inner IP
+/// header: TCP, UDP, ICMP and ICMPv6 have an Internet checksum at a known place; anything else
+/// (SCTP's CRC, a later fragment) cannot be completed remotely and is
+/// [`RewriteError::Incomplete`].
+fn remcsum_position(layout: &Layout) -> Result<(u16, u16), RewriteError> {
+    let field = match (layout.l4_proto, layout.ip_version) {
+        (6, _) => 16,
+        (17, _) => 6,
+        (1, 4) | (58, 6) => 2,
+        _ => return Err(RewriteError::Incomplete),
+    };
+    if layout.fragment == Fragment::NonFirst {
+        return Err(RewriteError::Incomplete);
+    }
+    let start = layout.l4_offset - layout.l3_offset;
+    Ok((start, start + field))
 }
 
 /// A slice of known length as an array.
@@ -441,6 +496,10 @@ pub struct Decapsulated {
     pub ip_version: u8,
     /// The tunnel it came through.
     pub tunnel: Tunnel,
+    /// GUE's remote checksum offload (the REMCSUM private option): the inner checksum is
+    /// partial, and [`complete_remcsum`] completes it. As offsets in the buffer: where the
+    /// checksummed data starts, and the checksum field (both inside `start..end`).
+    pub remcsum: Option<(usize, usize)>,
 }
 
 /// Finds the inner IP packet of a tunnel packet, for the real-server side: IPIP, IPv6 in IPv6
@@ -466,6 +525,7 @@ pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> 
     let end = (layout.l3_offset as usize)
         .saturating_add(layout.ip_len as usize)
         .min(buf.len());
+    let mut remcsum = None;
     let (start, version) = match tunnel {
         Tunnel::Ipip => (l4, 4),
         Tunnel::Ipv6 => (l4, 6),
@@ -485,7 +545,20 @@ pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> 
                         41 => 6,
                         _ => return Err(bad(g + 1)),
                     };
-                    (g + 4 + (h[0] & 0x1f) as usize * 4, v)
+                    let optlen = (h[0] & 0x1f) as usize * 4;
+                    // PRIV alone (the only flag Linux's GUE accepts): the private flags word
+                    // first, then the REMCSUM field if its flag is set.
+                    if be16(h, 2) == 0x0001 && optlen >= 4 {
+                        let pflags = get(buf, g + 4, 4)?;
+                        if pflags[0] & 0x80 != 0 {
+                            if optlen < 8 {
+                                return Err(bad(g + 4));
+                            }
+                            let o = get(buf, g + 8, 4)?;
+                            remcsum = Some((be16(o, 0) as usize, be16(o, 2) as usize));
+                        }
+                    }
+                    (g + 4 + optlen, v)
                 }
                 _ => return Err(bad(g)),
             }
@@ -512,12 +585,38 @@ pub fn decap(buf: &[u8], layout: &Layout) -> Result<Decapsulated, RewriteError> 
     if start >= end || first[0] >> 4 != version {
         return Err(bad(start));
     }
+    // The kernel refuses a REMCSUM option pointing past the packet (gue_remcsum).
+    let remcsum = match remcsum {
+        None => None,
+        Some((from, field)) if from < end - start && field + 2 <= end - start => {
+            Some((start + from, start + field))
+        }
+        Some(_) => return Err(bad(l4 + 16)),
+    };
     Ok(Decapsulated {
         start,
         end,
         ip_version: version,
         tunnel,
+        remcsum,
     })
+}
+
+/// Completes the inner checksum a GUE REMCSUM option marks ([`Decapsulated::remcsum`]), as
+/// the receiving kernel does (`remcsum_adjust`): the field, which holds the pseudo-header sum,
+/// becomes the complement of the one's-complement sum from the start to the end of the inner
+/// packet. Returns whether there was one to complete.
+pub fn complete_remcsum(buf: &mut [u8], d: &Decapsulated) -> bool {
+    let Some((from, field)) = d.remcsum else {
+        return false;
+    };
+    let end = d.end.min(buf.len());
+    let (Some(data), true) = (buf.get(from..end), field + 2 <= end) else {
+        return false;
+    };
+    let c = !fold(sum(0, data));
+    put16(buf, field, c);
+    true
 }
 
 /// Verifies the outer checksums of a tunnel packet, as the receiving kernel would before

@@ -11,9 +11,9 @@
 use std::net::IpAddr;
 
 use lvs::rewrite::{
-    ChecksumMode, DrParams, GueChecksum, IcmpReply, NatOptions, RewriteError, TunnelKind,
-    TunnelParams, clamp_mss, decap, dr, encap, icmp_error_info, nat_icmp_in, nat_icmp_out, nat_in,
-    nat_out, tunnel_overhead, verify_outer, write_icmp_error,
+    ChecksumMode, DrParams, GUE_REMCSUM_LEN, GueChecksum, IcmpReply, NatOptions, RewriteError,
+    TunnelKind, TunnelParams, clamp_mss, complete_remcsum, decap, dr, encap, icmp_error_info,
+    nat_icmp_in, nat_icmp_out, nat_in, nat_out, tunnel_overhead, verify_outer, write_icmp_error,
 };
 use lvs::wire::{Classified, ClassifyOptions, Layout, LinkType, classify};
 
@@ -169,7 +169,7 @@ pub fn tun(data: &[u8]) {
     };
     let ok_in = valid(inp.frame, &l, inp.ethernet);
     let outer_v6 = inp.flags & 1 != 0;
-    let kind = match (inp.flags >> 1) % 5 {
+    let kind = match (inp.flags >> 1) % 6 {
         0 => TunnelKind::Ipip,
         1 => TunnelKind::Gue {
             port: GUE,
@@ -180,9 +180,15 @@ pub fn tun(data: &[u8]) {
             checksum: GueChecksum::Full,
         },
         3 => TunnelKind::Gre { checksum: false },
-        _ => TunnelKind::Gre { checksum: true },
+        4 => TunnelKind::Gre { checksum: true },
+        _ => TunnelKind::Gue {
+            port: GUE,
+            checksum: GueChecksum::RemCsum,
+        },
     };
     let mut p = TunnelParams::new(kind, addr(outer_v6, 1), addr(outer_v6, 2));
+    // Said to be partial: a REMCSUM option then points at the inner checksum.
+    p.inner_partial = inp.port & 2 != 0;
     p.decrement_ttl = inp.flags & 0x10 != 0;
     p.pmtu_disc = inp.flags & 0x20 != 0;
     p.flow_hash = u32::from(inp.port).wrapping_mul(0x9e37_79b9);
@@ -192,7 +198,16 @@ pub fn tun(data: &[u8]) {
         p.mtu = inp.port as u32;
     }
     // Headroom short by one sometimes.
-    let room = tunnel_overhead(kind, outer_v6) - (inp.port & 1) as usize;
+    let remcsum = p.inner_partial
+        && matches!(
+            kind,
+            TunnelKind::Gue {
+                checksum: GueChecksum::RemCsum,
+                ..
+            }
+        );
+    let room = tunnel_overhead(kind, outer_v6) + remcsum as usize * GUE_REMCSUM_LEN
+        - (inp.port & 1) as usize;
     let mut buf = vec![0u8; room];
     buf.extend_from_slice(inp.frame);
     let before = buf.clone();
@@ -216,6 +231,16 @@ pub fn tun(data: &[u8]) {
             }
             if ok_in {
                 assert_valid(out, inp.ethernet, "encap");
+            }
+            // The option points inside the inner packet, at its checksum field, and only
+            // there the real server's completion writes.
+            assert_eq!(d.remcsum.is_some(), remcsum);
+            if let Some((from, field)) = d.remcsum {
+                assert!(d.start <= from && from < d.end && field + 2 <= d.end);
+                let mut rx = out.to_vec();
+                assert!(complete_remcsum(&mut rx, &d));
+                assert_eq!(&rx[..field], &out[..field]);
+                assert_eq!(&rx[field + 2..], &out[field + 2..]);
             }
         }
         Err(e) => assert_eq!(buf, before, "{e}: buffer changed on error"),
