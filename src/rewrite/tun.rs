@@ -443,7 +443,8 @@ fn encap_n<const N: usize>(
 /// Where a partial inner checksum starts and where its field is, relative to the inner IP
 /// header: TCP, UDP, ICMP and ICMPv6 have an Internet checksum at a known place; anything else
 /// (SCTP's CRC, a later fragment) cannot be completed remotely and is
-/// [`RewriteError::Incomplete`].
+/// [`RewriteError::Incomplete`]; a field past the inner packet's end is
+/// [`RewriteError::BadLength`].
 fn remcsum_position(layout: &Layout) -> Result<(u16, u16), RewriteError> {
     let field = match (layout.l4_proto, layout.ip_version) {
         (6, _) => 16,
@@ -454,7 +455,13 @@ fn remcsum_position(layout: &Layout) -> Result<(u16, u16), RewriteError> {
     if layout.fragment == Fragment::NonFirst {
         return Err(RewriteError::Incomplete);
     }
-    let start = layout.l4_offset - layout.l3_offset;
+    let start = layout.l4_offset.saturating_sub(layout.l3_offset);
+    // The field must lie in the inner packet, or the receiver refuses the option.
+    if start as u32 + field as u32 + 2 > layout.ip_len {
+        return Err(RewriteError::BadLength {
+            offset: layout.l3_offset as u32,
+        });
+    }
     Ok((start, start + field))
 }
 
