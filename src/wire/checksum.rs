@@ -62,7 +62,10 @@ pub fn sum_words<const N: usize>(b: &[u8; N]) -> u64 {
 /// the layer-4 pseudo-header both cover the addresses).
 #[inline(always)]
 pub fn delta<const N: usize>(old: &[u8; N], new: &[u8; N]) -> u64 {
-    !fold(sum_words(old)) as u64 + sum_words(new)
+    // The complements of old's words, summed as integers: (N / 2) * 0xffff - sum(old), never
+    // negative. No fold on the packet's dependency chain; the one's-complement value is the
+    // same as folding old's sum and complementing it.
+    (N as u64 / 2) * 0xffff - sum_words(old) + sum_words(new)
 }
 
 /// RFC 1624 equation 3 with a precomputed [`delta`] (or a sum of several).
