@@ -15,15 +15,16 @@
 # same over IPv6. Every namespace and process it made is removed (processes by pid) on any
 # exit. Needs root, iproute2, nftables, ethtool, curl and python3 (.ci/run installs them).
 #
-# Usage: tests/e2e/run.sh [dr|nat|tun|gue|gre ...]   (default: all; tun is IPIP, gue and gre
-# are TUN mode with those tunnel types)
+# Usage: tests/e2e/run.sh [dr|nat|tun|gue|gue-remcsum|gre ...]   (default: all; tun is IPIP,
+# gue and gre are TUN mode with those tunnel types, gue-remcsum GUE with --tun-remcsum: every
+# packet with its outer UDP checksum, which tun_decap verifies)
 # Environment: LVS_E2E_BIN=dir with the example binaries (default: builds them, debug).
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 need_tools nft ethtool curl python3
 
 MODES=("$@")
-[[ ${#MODES[@]} -eq 0 ]] && MODES=(dr nat tun gue gre)
+[[ ${#MODES[@]} -eq 0 ]] && MODES=(dr nat tun gue gue-remcsum gre)
 
 if [[ -z ${LVS_E2E_BIN:-} ]]; then
     cargo build -q --example afpacket_director --example tun_decap
@@ -132,6 +133,7 @@ run_mode() {
         nat) flag=-m; sched=wlc; v6=v6 ;;
         tun) flag=-i; sched="mh -b mh-fallback,mh-port" ;;
         gue) flag="-i --tun-type gue --tun-port 6080"; sched="sh -b sh-fallback,sh-port" ;;
+        gue-remcsum) flag="-i --tun-type gue --tun-port 6080 --tun-remcsum"; sched=rr ;;
         gre) flag="-i --tun-type gre --tun-csum"; sched=wrr ;;
     esac
     step "$mode"
@@ -154,7 +156,7 @@ run_mode() {
             x $h ip -6 route replace fd99:1::/64 dev eth0
             start_udp_echo $h $VIP $VIP6
         fi
-        if [[ $mode == tun || $mode == gue || $mode == gre ]]; then
+        if [[ $mode == tun || $mode == gue* || $mode == gre ]]; then
             bg $h "$WORK/$h.decap.log" "$DECAP" --if eth0 --tun tun0
             UDP_PIDS+=("$LAST_PID")
         fi
