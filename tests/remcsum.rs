@@ -207,6 +207,17 @@ fn an_option_pointing_past_the_packet_is_refused() {
     // The private flags without REMCSUM: no option to act on.
     let mut out2 = encapsulate(&frame, &remcsum_params(true));
     out2[u + 12] = 0;
-    let d = decap(&out2, &lo).unwrap();
+    let mut d = decap(&out2, &lo).unwrap();
     assert_eq!(d.remcsum, None);
+    // Offsets from a caller past the buffer: nothing done, no panic.
+    for bad in [
+        (0, usize::MAX),
+        (usize::MAX, 0),
+        (out2.len(), out2.len() - 1),
+    ] {
+        d.remcsum = Some(bad);
+        let mut rx = out2.clone();
+        assert!(!complete_remcsum(&mut rx, &d), "{bad:?}");
+        assert_eq!(rx, out2);
+    }
 }

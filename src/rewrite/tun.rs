@@ -617,8 +617,9 @@ pub fn complete_remcsum(buf: &mut [u8], d: &Decapsulated) -> bool {
     let Some((from, field)) = d.remcsum else {
         return false;
     };
+    // `d` is caller data: offsets past the buffer, or at its very end, do nothing.
     let end = d.end.min(buf.len());
-    let (Some(data), true) = (buf.get(from..end), field + 2 <= end) else {
+    let (Some(data), true) = (buf.get(from..end), field.saturating_add(2) <= end) else {
         return false;
     };
     let c = !fold(sum(0, data));
