@@ -179,6 +179,9 @@ fn what_cannot_be_completed_remotely_is_refused() {
     let (frame, _) = partial_frame(false);
     let l = layout(&frame, &ClassifyOptions::default());
     let room = tunnel_overhead(remcsum_params(true).kind, false);
+    // What `TunnelParams::overhead` says each needs.
+    assert_eq!(remcsum_params(false).overhead(), room);
+    assert_eq!(remcsum_params(true).overhead(), room + GUE_REMCSUM_LEN);
     let mut buf = vec![0u8; room];
     buf.extend_from_slice(&frame);
     assert_eq!(

@@ -2,10 +2,7 @@
 
 use bytes::BytesMut;
 
-use super::{
-    Encapsulated, GUE_REMCSUM_LEN, GueChecksum, RewriteError, TunnelKind, TunnelParams, encap,
-    tunnel_overhead,
-};
+use super::{Encapsulated, RewriteError, TunnelParams, encap};
 use crate::wire::Layout;
 
 /// [`encap`] for a frame held in a `BytesMut` without headroom: the frame is copied once into a
@@ -19,14 +16,7 @@ pub fn encap_bytes(
     layout: &Layout,
     p: &TunnelParams,
 ) -> Result<Encapsulated, RewriteError> {
-    let remcsum = matches!(
-        p.kind,
-        TunnelKind::Gue {
-            checksum: GueChecksum::RemCsum,
-            ..
-        }
-    ) && p.inner_partial;
-    let overhead = tunnel_overhead(p.kind, p.dst.is_ipv6()) + remcsum as usize * GUE_REMCSUM_LEN;
+    let overhead = p.overhead();
     let mut b = BytesMut::with_capacity(overhead + frame.len());
     b.resize(overhead, 0);
     b.extend_from_slice(frame);

@@ -121,6 +121,29 @@ impl TunnelParams {
             inner_partial: false,
         }
     }
+
+    /// Whether packets carry GUE's REMCSUM option: [`GueChecksum::RemCsum`] and a partial inner
+    /// checksum.
+    pub fn remcsum_option(&self) -> bool {
+        matches!(
+            self.kind,
+            TunnelKind::Gue {
+                checksum: GueChecksum::RemCsum,
+                ..
+            }
+        ) && self.inner_partial
+    }
+
+    /// The headroom [`encap`] needs with these parameters: [`tunnel_overhead`] for the kind and
+    /// the family of `dst`, plus [`GUE_REMCSUM_LEN`] with the REMCSUM option.
+    pub fn overhead(&self) -> usize {
+        tunnel_overhead(self.kind, self.dst.is_ipv6())
+            + if self.remcsum_option() {
+                GUE_REMCSUM_LEN
+            } else {
+                0
+            }
+    }
 }
 
 /// Bytes a tunnel adds: the outer IP header plus the GUE or GRE header ([`GUE_REMCSUM_LEN`]
@@ -248,14 +271,13 @@ fn encap_n<const N: usize>(
     let outer_v6 = N == 16;
     // GUE remote checksum offload of a partial inner checksum: where it starts and where the
     // field is, from the inner IP header (IPVS: skb_checksum_start_offset, csum_offset).
-    let remcsum = match p.kind {
-        TunnelKind::Gue {
-            checksum: GueChecksum::RemCsum,
-            ..
-        } if p.inner_partial => Some(remcsum_position(layout)?),
-        _ => None,
+    let remcsum = if p.remcsum_option() {
+        Some(remcsum_position(layout)?)
+    } else {
+        None
     };
-    let overhead = tunnel_overhead(p.kind, outer_v6) + remcsum.map_or(0, |_| GUE_REMCSUM_LEN);
+    // `dst`'s family is the outer one (`N`).
+    let overhead = p.overhead();
     let l2 = layout.l2_len as usize;
     let l3 = layout.l3_offset as usize;
     let inner_len = layout.ip_len as usize;

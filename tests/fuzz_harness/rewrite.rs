@@ -11,9 +11,9 @@
 use std::net::IpAddr;
 
 use lvs::rewrite::{
-    ChecksumMode, DrParams, GUE_REMCSUM_LEN, GueChecksum, IcmpReply, NatOptions, RewriteError,
-    TunnelKind, TunnelParams, clamp_mss, complete_remcsum, decap, dr, encap, icmp_error_info,
-    nat_icmp_in, nat_icmp_out, nat_in, nat_out, tunnel_overhead, verify_outer, write_icmp_error,
+    ChecksumMode, DrParams, GueChecksum, IcmpReply, NatOptions, RewriteError, TunnelKind,
+    TunnelParams, clamp_mss, complete_remcsum, decap, dr, encap, icmp_error_info, nat_icmp_in,
+    nat_icmp_out, nat_in, nat_out, verify_outer, write_icmp_error,
 };
 use lvs::wire::{Classified, ClassifyOptions, Layout, LinkType, classify};
 
@@ -198,16 +198,8 @@ pub fn tun(data: &[u8]) {
         p.mtu = inp.port as u32;
     }
     // Headroom short by one sometimes.
-    let remcsum = p.inner_partial
-        && matches!(
-            kind,
-            TunnelKind::Gue {
-                checksum: GueChecksum::RemCsum,
-                ..
-            }
-        );
-    let room = tunnel_overhead(kind, outer_v6) + remcsum as usize * GUE_REMCSUM_LEN
-        - (inp.port & 1) as usize;
+    let remcsum = p.remcsum_option();
+    let room = p.overhead() - (inp.port & 1) as usize;
     let mut buf = vec![0u8; room];
     buf.extend_from_slice(inp.frame);
     let before = buf.clone();
