@@ -282,17 +282,25 @@ pub(crate) fn check_ttl(h: &[u8], version: u8) -> Result<(), RewriteError> {
 #[inline(always)]
 pub(crate) fn apply_ttl(h: &mut [u8], version: u8) {
     if version == 4 {
-        // TTL and protocol as one word, computed rather than read back: a 2-byte load of a
-        // byte just stored waits for the store to retire (no store forwarding), a dozen
-        // cycles on every packet. The TTL was checked above 1, so no borrow.
-        let old = be16(h, 8);
-        let new = old - 0x0100;
-        let hc = crate::wire::checksum::update_word(be16(h, 10), old, new);
-        put16(h, 8, new);
-        put16(h, 10, hc);
+        let hc = be16(h, 10);
+        let (old, new) = decrement_ttl_v4(h);
+        put16(h, 10, crate::wire::checksum::update_word(hc, old, new));
     } else {
         h[7] -= 1;
     }
+}
+
+/// Decrements a checked IPv4 TTL and returns the TTL-and-protocol word before and after, for
+/// the caller's header checksum update (alone, or folded in with other changes). The word is
+/// computed rather than read back: a 2-byte load of a byte just stored waits for the store to
+/// retire (no store forwarding), a dozen cycles on every packet. The TTL was checked above 1,
+/// so no borrow.
+#[inline(always)]
+pub(crate) fn decrement_ttl_v4(h: &mut [u8]) -> (u16, u16) {
+    let old = be16(h, 8);
+    let new = old - 0x0100;
+    put16(h, 8, new);
+    (old, new)
 }
 
 /// The forwarding step every method shares (ipvs.md §7.0): decrement the TTL or hop limit and

@@ -4,7 +4,8 @@
 use core::net::IpAddr;
 
 use super::{
-    RewriteError, apply_ttl, be16, check_ttl, get, ip_header, l4_len, pseudo_header_at, put16,
+    RewriteError, apply_ttl, be16, check_ttl, decrement_ttl_v4, get, ip_header, l4_len,
+    pseudo_header_at, put16,
 };
 use crate::wire::checksum::{
     apply_delta, apply_delta_partial, crc32c_patch, delta, fold, sum, udp_nonzero,
@@ -186,15 +187,13 @@ fn rewrite_n<const N: usize>(
     } else {
         // The TTL and address changes folded into the header checksum at once: one fold and
         // one store on the packet's dependency chain instead of two of each.
+        let hc = be16(h, 10);
         let mut d = d_addr;
         if opts.decrement_ttl {
-            let ttl_word = be16(h, 8);
-            // Checked above 1: no borrow.
-            let new_word = ttl_word - 0x0100;
-            d += !ttl_word as u64 + new_word as u64;
-            put16(h, 8, new_word);
+            let (old, new) = decrement_ttl_v4(h);
+            d += !old as u64 + new as u64;
         }
-        put16(h, 10, apply_delta(be16(h, 10), d));
+        put16(h, 10, apply_delta(hc, d));
     }
     buf[addr_at..addr_at + N].copy_from_slice(&new);
 
