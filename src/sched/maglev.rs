@@ -474,32 +474,13 @@ impl MaglevTable {
             out: &mut [Option<DestId>],
             ok: impl Fn(DestId) -> bool,
         ) {
+            // One arm per key, each with its key a constant that the inlined hash folds.
             let seed = t.seed;
+            let keyed = |key| move |f: &FlowKey| flow_hash(f, key, seed);
             match t.key {
-                MaglevKey::FiveTuple => run(
-                    slots,
-                    &t.ids,
-                    flows,
-                    out,
-                    |f| flow_hash(f, MaglevKey::FiveTuple, seed),
-                    ok,
-                ),
-                MaglevKey::SourceAddrPort => run(
-                    slots,
-                    &t.ids,
-                    flows,
-                    out,
-                    |f| flow_hash(f, MaglevKey::SourceAddrPort, seed),
-                    ok,
-                ),
-                MaglevKey::SourceAddr => run(
-                    slots,
-                    &t.ids,
-                    flows,
-                    out,
-                    |f| flow_hash(f, MaglevKey::SourceAddr, seed),
-                    ok,
-                ),
+                k @ MaglevKey::FiveTuple => run(slots, &t.ids, flows, out, keyed(k), ok),
+                k @ MaglevKey::SourceAddrPort => run(slots, &t.ids, flows, out, keyed(k), ok),
+                k @ MaglevKey::SourceAddr => run(slots, &t.ids, flows, out, keyed(k), ok),
             }
         }
         match &self.slots {
